@@ -1,0 +1,81 @@
+"""Envoy bootstrap for one fleet member: node identity, admin on loopback, ADS pointed at the daemon."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+XDS_CLUSTER = "xds_cluster"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def envoy_bootstrap(
+    fleet: str,
+    node_id: str,
+    xds_address: str,
+    admin_port: int,
+    admin_address: str = "127.0.0.1",
+    initial_fetch_timeout: str = "15s",
+) -> dict[str, Any]:
+    host, _, port = xds_address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--xds-address must be HOST:PORT, got {xds_address!r}")
+    ads_source = {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": initial_fetch_timeout}
+    return {
+        "node": {
+            "id": node_id,
+            "cluster": fleet,
+            "metadata": {"admin_url": f"http://{admin_address}:{admin_port}", "fleet": fleet},
+        },
+        "admin": {"address": {"socket_address": {"address": admin_address, "port_value": admin_port}}},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": True,
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+            },
+            "cds_config": ads_source,
+            "lds_config": ads_source,
+        },
+        "static_resources": {
+            "clusters": [
+                {
+                    "name": XDS_CLUSTER,
+                    "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+                    "connect_timeout": "1s",
+                    "load_assignment": {
+                        "cluster_name": XDS_CLUSTER,
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {
+                                        "endpoint": {
+                                            "address": {"socket_address": {"address": host, "port_value": int(port)}}
+                                        }
+                                    }
+                                ]
+                            }
+                        ],
+                    },
+                    "typed_extension_protocol_options": {
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                            "explicit_http_config": {"http2_protocol_options": {}},
+                        }
+                    },
+                }
+            ]
+        },
+        # Envoy's default RE2 program-size limit (100) rejects regexes istiod accepts; istiod raises it too.
+        "layered_runtime": {
+            "layers": [{"name": "static", "static_layer": {"re2.max_program_size.error_level": 32768}}]
+        },
+    }

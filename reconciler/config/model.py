@@ -1,0 +1,121 @@
+"""The resolved model `translate` reads: names resolved, gateways bound to fleets, VSs bound to servers.
+
+Everything Istio leaves implicit is made explicit here once: short hosts become FQDNs, gateway
+references become `namespace/name`, and the order of several VirtualServices on one host is fixed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from reconciler.diagnostics import Finding, Location
+from reconciler.manifests.model import (
+    DestinationRuleSpec,
+    FleetSpec,
+    GatewaySpec,
+    Resource,
+    Server,
+    ServiceEntrySpec,
+    ServicePort,
+    VirtualServiceSpec,
+    WorkloadEntry,
+)
+
+
+@dataclass(frozen=True)
+class ResolvedGateway:
+    ref: str  # namespace/name
+    resource: Resource
+
+    @property
+    def spec(self) -> GatewaySpec:
+        spec: GatewaySpec = self.resource.spec
+        return spec
+
+
+@dataclass(frozen=True)
+class ResolvedVirtualService:
+    """A VirtualService whose hosts, gateways and destination hosts are fully qualified."""
+
+    resource: Resource
+    hosts: tuple[str, ...]
+    gateways: tuple[str, ...]  # namespace/name, or "mesh"
+    spec: VirtualServiceSpec  # destination and mirror hosts already expanded
+
+    @property
+    def namespace(self) -> str:
+        return self.resource.namespace
+
+    @property
+    def ref(self) -> str:
+        return f"{self.resource.namespace}/{self.resource.name}"
+
+
+@dataclass(frozen=True)
+class Service:
+    """One registry host, from a ServiceEntry."""
+
+    host: str
+    namespace: str
+    ports: tuple[ServicePort, ...]
+    resolution: str
+    endpoints: tuple[WorkloadEntry, ...]
+    source: Resource
+
+    def port(self, number: int) -> ServicePort | None:
+        return next((p for p in self.ports if p.number == number), None)
+
+
+@dataclass(frozen=True)
+class ResolvedDestinationRule:
+    host: str
+    spec: DestinationRuleSpec
+    sources: tuple[Resource, ...]
+
+
+@dataclass(frozen=True)
+class BoundServer:
+    """A Gateway server in a fleet, with the VirtualServices that attach to it, per virtual host."""
+
+    gateway: ResolvedGateway
+    server: Server
+    index: int  # position in the Gateway's server list, for stable naming and findings
+    virtual_hosts: tuple[tuple[str, tuple[ResolvedVirtualService, ...]], ...]
+
+    @property
+    def location(self) -> Location:
+        return self.gateway.resource.location
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    name: str
+    resource: Resource
+    gateways: tuple[ResolvedGateway, ...]
+    servers: tuple[BoundServer, ...]
+
+    @property
+    def spec(self) -> FleetSpec:
+        spec: FleetSpec = self.resource.spec
+        return spec
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    fleets: dict[str, FleetConfig]
+    services: dict[str, Service]
+    destination_rules: dict[str, ResolvedDestinationRule]
+    virtual_services: tuple[ResolvedVirtualService, ...]
+    findings: tuple[Finding, ...] = field(default=())
+
+
+__all__ = [
+    "BoundServer",
+    "FleetConfig",
+    "ResolvedConfig",
+    "ResolvedDestinationRule",
+    "ResolvedGateway",
+    "ResolvedVirtualService",
+    "Service",
+    "ServiceEntrySpec",
+]

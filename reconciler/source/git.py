@@ -1,0 +1,406 @@
+"""The `source` stage: the config repository, read with GitPython straight from the object database.
+
+`GitSource` keeps a local bare mirror of one branch of the remote (under the daemon's state folder, so it
+survives restarts and lets the daemon start from the last fetched revision while the remote is down) and
+reads manifests at a SHA without a checkout. `read_tree_at` does the same for a plain local repository
+(`reconciler plan --repo DIR --base REF --head REF`); both share `_read_tree`.
+
+Every call blocks (the daemon runs them in worker threads). Network calls run with a timeout and with
+`GIT_TERMINAL_PROMPT=0`, so a missing credential fails instead of waiting for a prompt nobody answers.
+`SourceError` messages are meant for users and never contain credentials: userinfo is stripped from every
+URL that reaches a message, including URLs quoted in git's own error output.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from git import Repo
+from git.cmd import Git
+from git.exc import GitCommandError, GitCommandNotFound, InvalidGitRepositoryError, NoSuchPathError
+from git.objects import Blob, Tree
+
+__all__ = ["Commit", "GitSource", "SourceError", "read_tree_at", "redact_url", "resolve_at"]
+
+DEFAULT_TIMEOUT: Final = 60.0
+
+# Which files are manifests; the same rule as `reconciler.manifests.loader` (a test keeps them equal). Not
+# imported from there, so the I/O edge does not depend on the parser.
+MANIFEST_SUFFIXES: Final = (".yaml", ".yml")
+
+# Added to the environment of every git process: never prompt on a terminal (a daemon has nobody to answer;
+# a missing credential must fail), and ask Git Credential Manager, if installed, not to open a dialog.
+_GIT_ENV: Final = {"GIT_TERMINAL_PROMPT": "0", "GCM_INTERACTIVE": "never"}
+
+_FILE_TYPE_MASK: Final = 0o170000
+_REGULAR_FILE: Final = 0o100000  # 100644 and 100755; symlinks are 120000, submodules (gitlinks) 160000
+
+# scheme://userinfo@host... anywhere in a text (git quotes URLs in its errors).
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s'\"]*@")
+# Userinfo parts at least this long are also scrubbed as bare strings (tokens are long; "git" is not).
+_MIN_SECRET_LEN: Final = 6
+_MAX_DETAIL_LEN: Final = 300
+
+
+class SourceError(Exception):
+    """The config repository could not be reached or read. The message is a sentence for users."""
+
+
+@dataclass(frozen=True)
+class Commit:
+    sha: str
+    message: str  # first line
+    author: str  # "Name <email>"
+    committed_at: int  # unix seconds, committer date
+
+
+def redact_url(url: str) -> str:
+    """The URL without its userinfo (`https://user:token@host/x` → `https://host/x`)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return _URL_USERINFO.sub(r"\g<scheme>", url)
+    if not parts.scheme or "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _secrets_of(url: str) -> list[str]:
+    """Userinfo pieces of a URL worth scrubbing from free text, raw and percent-decoded."""
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return []
+    userinfo = netloc.rpartition("@")[0]
+    if not userinfo:
+        return []
+    pieces = {userinfo, unquote(userinfo)}
+    for part in userinfo.split(":"):
+        pieces.update({part, unquote(part)})
+    # Longest first, so a full "user:token" goes before its "token" part.
+    return sorted((p for p in pieces if len(p) >= _MIN_SECRET_LEN), key=len, reverse=True)
+
+
+def _scrub(text: str, url: str | None = None) -> str:
+    text = _URL_USERINFO.sub(r"\g<scheme>", text)
+    if url is not None:
+        for secret in _secrets_of(url):
+            text = text.replace(secret, "***")
+    return text
+
+
+def _normalize_path(path: str) -> str:
+    """A repo-relative folder as git names it: "" for the root, else "a/b" (no "./", no trailing "/")."""
+    cleaned = posixpath.normpath(path.strip() or ".")
+    if cleaned.startswith("/") or cleaned == ".." or cleaned.startswith("../"):
+        raise SourceError(
+            f"The manifests path '{path}' must be a folder inside the repository (like '.' or 'gateways')."
+        )
+    return "" if cleaned == "." else cleaned
+
+
+def _is_local_path(url: str) -> bool:
+    """git's rule: no "://", and no ":" or a "/" before the first ":" (else it is scp-like host:path)."""
+    if "://" in url:
+        return False
+    colon = url.find(":")
+    slash = url.find("/")
+    return colon < 0 or (0 <= slash < colon)
+
+
+def _git_detail(err: GitCommandError, url: str | None = None) -> str:
+    """The useful line of git's error output, without "fatal:" and without credentials."""
+    stderr = err.stderr
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else str(stderr or "")
+    # GitCommandError wraps the output as "\n  stderr: '<output>'".
+    wrapped = text.strip()
+    if wrapped.startswith("stderr: '") and wrapped.endswith("'"):
+        text = wrapped[len("stderr: '") : -1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return f"git exited with status {err.status}"
+    if lines[0].startswith("Timeout:"):
+        return "git did not finish in time"
+    # The first line says what went wrong (ssh's own message comes before git's generic "Could not read
+    # from remote repository"); warnings and hints are noise.
+    chosen = next((line for line in lines if not line.lower().startswith(("warning:", "hint:"))), lines[-1])
+    for prefix in ("fatal:", "error:", "remote:"):
+        chosen = chosen.removeprefix(prefix).strip()
+    chosen = _scrub(chosen, url)
+    if len(chosen) > _MAX_DETAIL_LEN:
+        chosen = chosen[: _MAX_DETAIL_LEN - 1] + "…"
+    return chosen.rstrip(".")
+
+
+def _run(git: Git, args: Sequence[str], timeout: float | None = None) -> str:
+    """Run one git command (args without the leading "git") and return its stdout as text.
+
+    Raises GitCommandError / GitCommandNotFound; callers turn them into SourceError with their context.
+    Never let str() of those exceptions reach a user: they quote the command line.
+    """
+    command = [Git.GIT_PYTHON_GIT_EXECUTABLE or "git", *args]
+    out = git.execute(command, env=_GIT_ENV, kill_after_timeout=timeout, stdout_as_string=True)
+    return out if isinstance(out, str) else str(out)
+
+
+def _open_repo(repo_dir: Path, what: str) -> Repo:
+    try:
+        return Repo(str(repo_dir))
+    except NoSuchPathError:
+        raise SourceError(f"The {what} {repo_dir} does not exist.") from None
+    except InvalidGitRepositoryError:
+        raise SourceError(f"The {what} {repo_dir} is not a git repository (give its top folder).") from None
+
+
+def _rev_parse(repo: Repo, ref: str, where: str) -> str:
+    """Full SHA of the commit `ref` names in `repo` (branch, tag, SHA, short SHA, `HEAD~2`, ...)."""
+    if not ref or ref.startswith("-"):
+        raise SourceError(f"'{ref}' is not a git revision.")
+    try:
+        sha = _run(repo.git, ["rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"])
+    except GitCommandError:
+        raise SourceError(f"The revision '{ref}' is not a commit in {where}.") from None
+    except GitCommandNotFound:
+        raise SourceError("git is not installed (the `git` command was not found).") from None
+    return sha.strip()
+
+
+def _read_tree(repo: Repo, sha: str, path: str, where: str) -> dict[str, bytes]:
+    """Every regular *.yaml / *.yml blob under `path` at resolved commit `sha`, keyed relative to `path`.
+
+    Straight from the object database, one long-lived `git cat-file` process for all objects.
+    Symlinks and submodules are skipped: they are not content of this tree.
+    """
+    root: Tree = repo.commit(sha).tree
+    if path:
+        try:
+            node = root / path
+        except KeyError:
+            raise SourceError(
+                f"The folder '{path}' does not exist at commit {sha[:12]} in {where}; "
+                "check the manifests path in the configuration."
+            ) from None
+        if not isinstance(node, Tree):
+            raise SourceError(f"'{path}' is not a folder at commit {sha[:12]} in {where}.")
+        root = node
+    files: dict[str, bytes] = {}
+    pending: list[tuple[Tree, str]] = [(root, "")]
+    while pending:
+        tree, prefix = pending.pop()
+        for item in tree:  # Trees, Blobs and (for gitlinks) Submodules, which have no usable .name
+            if isinstance(item, Tree):
+                pending.append((item, f"{prefix}{item.name}/"))
+            elif (
+                isinstance(item, Blob)
+                and item.mode & _FILE_TYPE_MASK == _REGULAR_FILE
+                and item.name.endswith(MANIFEST_SUFFIXES)
+            ):
+                files[prefix + item.name] = item.data_stream.read()
+    return dict(sorted(files.items()))
+
+
+def _commit_info(repo: Repo, sha: str) -> Commit:
+    c = repo.commit(sha)
+    summary = c.summary
+    message = summary.decode("utf-8", "replace") if isinstance(summary, bytes) else summary
+    return Commit(
+        sha=c.hexsha,
+        message=message,
+        author=f"{c.author.name} <{c.author.email}>",
+        committed_at=int(c.committed_date),
+    )
+
+
+def resolve_at(repo_dir: Path, ref: str) -> str:
+    """Full commit SHA of `ref` in a local repository (bare or with a working tree)."""
+    where = f"the repository {repo_dir}"
+    with _open_repo(repo_dir, "repository") as repo:
+        return _rev_parse(repo, ref, where)
+
+
+def read_tree_at(repo_dir: Path, ref: str, path: str) -> dict[str, bytes]:
+    """The manifests under `path` at `ref` of a local repository, like `GitSource.read_manifests`.
+
+    Reads committed content only: the working tree and the index are ignored.
+    """
+    folder = _normalize_path(path)
+    where = f"the repository {repo_dir}"
+    with _open_repo(repo_dir, "repository") as repo:
+        return _read_tree(repo, _rev_parse(repo, ref, where), folder, where)
+
+
+class GitSource:
+    """One branch of a remote config repository, mirrored into a local bare repository at `cache_dir`."""
+
+    def __init__(self, url: str, branch: str, path: str, cache_dir: Path, timeout: float = DEFAULT_TIMEOUT) -> None:
+        url = url.strip()
+        if not url or url.startswith("-"):
+            raise SourceError(f"'{redact_url(url)}' is not a repository URL.")
+        if _is_local_path(url):
+            # Relative paths mean "relative to where the daemon started"; git commands run in the mirror.
+            url = os.path.abspath(url)
+        self._url = url
+        self.display_url = redact_url(url)
+        self.branch = branch
+        self.path = _normalize_path(path)
+        self.cache_dir = Path(cache_dir)
+        self.timeout = timeout
+        self._ref = f"refs/heads/{branch}"
+        self._lock = threading.Lock()
+        self._check_branch_name()
+
+    def __repr__(self) -> str:
+        return f"GitSource({self.display_url!r}, branch={self.branch!r}, path={self.path or '.'!r})"
+
+    # -- network ---------------------------------------------------------------------------------------
+
+    def remote_head(self) -> str:
+        """Tip SHA of the branch on the remote (`git ls-remote`), without fetching anything."""
+        with self._lock:
+            git = Git(str(self._ensure_mirror()))
+            try:
+                out = _run(git, ["ls-remote", self._url, self._ref], timeout=self.timeout)
+            except GitCommandError as err:
+                raise self._network_error("reach", err) from None
+            except GitCommandNotFound:
+                raise SourceError("git is not installed (the `git` command was not found).") from None
+        for line in out.splitlines():
+            sha, _, name = line.partition("\t")
+            if name.strip() == self._ref:
+                return sha.strip()
+        raise SourceError(f"The branch '{self.branch}' does not exist in {self.display_url}.")
+
+    def fetch(self) -> str:
+        """Fetch the branch into the mirror (history rewrites included) and return its tip SHA."""
+        with self._lock:
+            mirror = self._ensure_mirror()
+            git = Git(str(mirror))
+            try:
+                _run(
+                    git,
+                    [
+                        "fetch",
+                        "--quiet",
+                        "--no-tags",
+                        "--no-write-fetch-head",
+                        self._url,
+                        f"+{self._ref}:{self._ref}",
+                    ],
+                    timeout=self.timeout,
+                )
+            except GitCommandError as err:
+                raise self._network_error("fetch from", err) from None
+            except GitCommandNotFound:
+                raise SourceError("git is not installed (the `git` command was not found).") from None
+            try:
+                _run(git, ["config", "reconciler.url", self.display_url])
+            except GitCommandError as err:
+                raise SourceError(f"Could not update the mirror {mirror}: {_git_detail(err)}.") from None
+            head = self._local_ref(git)
+        if head is None:  # fetch succeeded, so the ref exists; only a concurrent meddler gets here
+            raise SourceError(f"The branch '{self.branch}' is missing from the mirror {mirror} after a fetch.")
+        return head
+
+    # -- local mirror ----------------------------------------------------------------------------------
+
+    def local_head(self) -> str | None:
+        """Tip of the branch as last fetched into the mirror; None if this URL/branch was never fetched."""
+        if not (self.cache_dir / "HEAD").is_file():
+            return None
+        git = Git(str(self.cache_dir))
+        try:
+            recorded = _run(git, ["config", "--get", "reconciler.url"]).strip()
+        except (GitCommandError, GitCommandNotFound):
+            return None
+        if recorded != self.display_url:  # the mirror was filled from another repository
+            return None
+        return self._local_ref(git)
+
+    def read_manifests(self, sha: str) -> dict[str, bytes]:
+        """Every *.yaml / *.yml file under `path` at commit `sha`, keyed relative to `path`, sorted."""
+        with self._mirror_repo() as repo:
+            return _read_tree(repo, _rev_parse(repo, sha, self._where), self.path, self._where)
+
+    def commit(self, sha: str) -> Commit:
+        with self._mirror_repo() as repo:
+            return _commit_info(repo, _rev_parse(repo, sha, self._where))
+
+    def changed_paths(self, old_sha: str, new_sha: str) -> list[str]:
+        """Paths (relative to `path`, any file type) added, removed or changed between two commits, sorted."""
+        with self._mirror_repo() as repo:
+            old = _rev_parse(repo, old_sha, self._where)
+            new = _rev_parse(repo, new_sha, self._where)
+            try:
+                out = _run(repo.git, ["diff-tree", "-r", "-z", "--name-only", "--no-renames", old, new])
+            except GitCommandError as err:
+                raise SourceError(f"Could not compare {old[:12]} and {new[:12]}: {_git_detail(err)}.") from None
+        prefix = self.path + "/" if self.path else ""
+        names = (name for name in out.split("\0") if name)
+        return sorted(name[len(prefix) :] for name in names if name.startswith(prefix))
+
+    def resolve(self, ref: str) -> str:
+        """Full commit SHA of `ref` (branch name, SHA, short SHA, ...) in the mirror."""
+        with self._mirror_repo() as repo:
+            return _rev_parse(repo, ref, self._where)
+
+    # -- helpers ---------------------------------------------------------------------------------------
+
+    @property
+    def _where(self) -> str:
+        return f"the local mirror of {self.display_url}"
+
+    def _check_branch_name(self) -> None:
+        if not self.branch or self.branch.startswith("-"):
+            raise SourceError(f"'{self.branch}' is not a valid branch name.")
+        try:
+            _run(Git(), ["check-ref-format", self._ref])
+        except GitCommandError:
+            raise SourceError(f"'{self.branch}' is not a valid branch name.") from None
+        except GitCommandNotFound:
+            raise SourceError("git is not installed (the `git` command was not found).") from None
+
+    def _ensure_mirror(self) -> Path:
+        """The bare mirror, created on first use; a folder that holds something else is refused."""
+        mirror = self.cache_dir
+        if (mirror / "HEAD").is_file() and (mirror / "objects").is_dir():
+            return mirror
+        if mirror.exists() and (not mirror.is_dir() or any(mirror.iterdir())):
+            raise SourceError(f"The cache folder {mirror} exists but is not a git mirror; remove it or choose another.")
+        try:
+            mirror.mkdir(parents=True, exist_ok=True)
+            Repo.init(str(mirror), bare=True).close()
+        except OSError as err:
+            raise SourceError(f"Could not create the mirror {mirror}: {err.strerror or err}.") from None
+        except GitCommandError as err:
+            raise SourceError(f"Could not create the mirror {mirror}: {_git_detail(err)}.") from None
+        return mirror
+
+    def _mirror_repo(self) -> Repo:
+        if not (self.cache_dir / "HEAD").is_file():
+            raise SourceError(f"Nothing has been fetched from {self.display_url} yet (no mirror at {self.cache_dir}).")
+        return _open_repo(self.cache_dir, "mirror")
+
+    def _local_ref(self, git: Git) -> str | None:
+        try:
+            return _run(git, ["rev-parse", "--verify", "--quiet", f"{self._ref}^{{commit}}"]).strip() or None
+        except GitCommandError:
+            return None
+
+    def _network_error(self, verb: str, err: GitCommandError) -> SourceError:
+        detail = _git_detail(err, self._url)
+        if detail == "git did not finish in time":
+            detail = f"no answer within {self.timeout:g} s"
+        if "couldn't find remote ref" in detail:
+            return SourceError(f"The branch '{self.branch}' does not exist in {self.display_url}.")
+        return SourceError(
+            f"Could not {verb} the config repository {self.display_url} (branch '{self.branch}'): {detail}. "
+            "Check the URL, the network and the credentials."
+        )

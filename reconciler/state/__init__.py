@@ -1,0 +1,5 @@
+"""The state stage: durable fleet state and history in SQLite."""
+
+from reconciler.state.store import FleetRecord, HistoryEntry, StateStore
+
+__all__ = ["FleetRecord", "HistoryEntry", "StateStore"]

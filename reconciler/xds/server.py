@@ -1,0 +1,313 @@
+"""A grpc.aio State-of-the-World ADS server.
+
+One async-generator handler per Envoy stream. A reader task turns incoming requests into queue items;
+snapshot changes arrive on the same queue, so every decision about a stream is made by one coroutine.
+Protocol rules (xDS docs, `shared/reference/xds-protocol.md` §1): ACK vs NACK by `error_detail`,
+requests with a stale nonce are ignored, a NACKed version is never resent (no NACK loops), pushes go in
+make-before-break order (CDS → EDS → LDS → RDS), LDS and CDS are wildcard and always sent whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import structlog
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import any_pb2, json_format
+
+from reconciler.translate.snapshot import PUSH_ORDER, WILDCARD_TYPES, Snapshot
+from reconciler.xds.streams import NodeStream, TypeState
+
+log = structlog.get_logger("reconciler.xds")
+
+ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+_BODY_CACHE_ENTRIES = 256
+_SNAPSHOT_CHANGED = object()
+_END = object()
+
+
+@dataclass(frozen=True)
+class XdsEvent:
+    """An ACK, NACK, connect or disconnect, as other stages (status, rollout) see it."""
+
+    kind: str  # ACK | NACK | CONNECT | DISCONNECT
+    fleet: str
+    node: str
+    type_url: str = ""
+    version: str = ""
+    nonce: str = ""
+    error: str = ""
+    snapshot_version: str = ""
+
+
+Listener = Callable[[XdsEvent], None]
+
+
+class AdsServer:
+    """Serves each node the snapshot assigned to it: its fleet's snapshot unless a node override is set."""
+
+    def __init__(self, identifier: str = "gateway-reconciler") -> None:
+        self._identifier = identifier
+        self._fleet_snapshots: dict[str, Snapshot] = {}
+        self._node_snapshots: dict[tuple[str, str], Snapshot] = {}
+        self._known_fleets: set[str] = set()
+        self._fleets_known = asyncio.Event()
+        self._streams: dict[int, tuple[NodeStream, asyncio.Queue[Any]]] = {}
+        self._ids = itertools.count(1)
+        self._listeners: list[Listener] = []
+        self._bodies: OrderedDict[tuple[str, str, frozenset[str] | None], bytes] = OrderedDict()
+
+    # ------------------------------------------------------------------ control (event loop only)
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def set_known_fleets(self, fleets: Iterable[str]) -> None:
+        """Which fleets exist. Until first called, connecting nodes wait instead of being refused."""
+        self._known_fleets = set(fleets)
+        self._fleets_known.set()
+
+    def set_fleet_snapshot(self, fleet: str, snapshot: Snapshot) -> None:
+        self._fleet_snapshots[fleet] = snapshot
+        self._notify(lambda s: s.fleet == fleet)
+
+    def set_node_snapshot(self, fleet: str, node: str, snapshot: Snapshot | None) -> None:
+        if snapshot is None:
+            self._node_snapshots.pop((fleet, node), None)
+        else:
+            self._node_snapshots[(fleet, node)] = snapshot
+        self._notify(lambda s: s.fleet == fleet and s.node_id == node)
+
+    def fleet_snapshot(self, fleet: str) -> Snapshot | None:
+        return self._fleet_snapshots.get(fleet)
+
+    def nodes(self, fleet: str | None = None) -> list[NodeStream]:
+        return sorted(
+            (s for s, _ in self._streams.values() if fleet is None or s.fleet == fleet),
+            key=lambda s: (s.fleet, s.node_id, s.stream_id),
+        )
+
+    def _assigned(self, fleet: str, node: str) -> Snapshot | None:
+        return self._node_snapshots.get((fleet, node)) or self._fleet_snapshots.get(fleet)
+
+    def _notify(self, which: Callable[[NodeStream], bool]) -> None:
+        for stream, queue in self._streams.values():
+            if which(stream):
+                queue.put_nowait(_SNAPSHOT_CHANGED)
+
+    def _emit(self, event: XdsEvent) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # a broken subscriber must not take the stream down
+                log.exception("xds.listener_failed", event=event.kind)
+
+    # ------------------------------------------------------------------ gRPC plumbing
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            ADS_SERVICE,
+            {
+                "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                    self._stream,
+                    request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                    response_serializer=lambda body: body,  # responses are pre-serialized bytes
+                ),
+            },
+        )
+
+    async def _read(self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest], queue: asyncio.Queue[Any]) -> None:
+        try:
+            async for request in requests:
+                queue.put_nowait(request)
+        except (asyncio.CancelledError, grpc.aio.AioRpcError):
+            pass
+        finally:
+            queue.put_nowait(_END)
+
+    async def _stream(
+        self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        reader = asyncio.create_task(self._read(requests, queue))
+        stream: NodeStream | None = None
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                if stream is None:
+                    if item is _SNAPSHOT_CHANGED:
+                        continue
+                    stream = await self._open(item, context, queue)
+                    if stream is None:
+                        return
+                if item is _SNAPSHOT_CHANGED:
+                    stream.snapshot = self._assigned(stream.fleet, stream.node_id) or stream.snapshot
+                    for body in self._push_changed(stream):
+                        yield body
+                else:
+                    for body in self._on_request(stream, item):
+                        yield body
+        finally:
+            reader.cancel()
+            if stream is not None:
+                self._streams.pop(stream.stream_id, None)
+                log.info("xds.disconnected", fleet=stream.fleet, node=stream.node_id)
+                self._emit(XdsEvent("DISCONNECT", stream.fleet, stream.node_id))
+
+    async def _open(
+        self,
+        request: discovery_pb2.DiscoveryRequest,
+        context: grpc.aio.ServicerContext,
+        queue: asyncio.Queue[Any],
+    ) -> NodeStream | None:
+        node = request.node
+        fleet, node_id = node.cluster, node.id
+        if not fleet or not node_id:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "the Envoy node must set node.cluster (its fleet) and node.id; see `reconciler bootstrap`",
+            )
+        await self._fleets_known.wait()
+        snapshot = self._assigned(fleet, node_id)
+        if fleet not in self._known_fleets or snapshot is None:
+            log.warning("xds.unknown_fleet", fleet=fleet, node=node_id)
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"fleet {fleet!r} is not defined by a Fleet manifest in the config repo; "
+                f"node {node_id!r} gets no configuration",
+            )
+        assert snapshot is not None
+        metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
+        stream = NodeStream(next(self._ids), node_id, fleet, metadata, snapshot)
+        self._streams[stream.stream_id] = (stream, queue)
+        log.info("xds.connected", fleet=fleet, node=node_id, snapshot=snapshot.version)
+        self._emit(XdsEvent("CONNECT", fleet, node_id, snapshot_version=snapshot.version))
+        return stream
+
+    # ------------------------------------------------------------------ protocol
+
+    def _on_request(self, stream: NodeStream, request: discovery_pb2.DiscoveryRequest) -> list[bytes]:
+        type_url = request.type_url
+        if type_url not in PUSH_ORDER:
+            return []  # a type we do not serve (e.g. SDS before issue 3): stay silent, as istiod does
+        state = stream.types.setdefault(type_url, TypeState())
+        if request.response_nonce:
+            if request.response_nonce != state.nonce:
+                return []  # stale: a newer response is in flight and supersedes this request
+            if request.HasField("error_detail"):
+                self._record_nack(stream, type_url, state, request)
+            else:
+                state.acked_version, state.error = state.sent_version, ""
+                stream.refresh_synced()
+                self._emit(
+                    XdsEvent(
+                        "ACK",
+                        stream.fleet,
+                        stream.node_id,
+                        type_url,
+                        state.sent_version,
+                        state.nonce,
+                        snapshot_version=stream.snapshot.version,
+                    )
+                )
+        names = self._requested_names(type_url, request)
+        first = not state.subscribed
+        changed = names != state.names
+        state.subscribed, state.names = True, names
+        # A NACKed version stays the sent version, so it is not sent again until the snapshot moves.
+        if first or changed or stream.snapshot.type_versions[type_url] != state.sent_version:
+            return [self._response(stream, type_url, state)]
+        return []
+
+    def _record_nack(
+        self, stream: NodeStream, type_url: str, state: TypeState, request: discovery_pb2.DiscoveryRequest
+    ) -> None:
+        state.nacked_version, state.error = state.sent_version, request.error_detail.message
+        log.warning(
+            "xds.nack",
+            fleet=stream.fleet,
+            node=stream.node_id,
+            type=type_url.rsplit(".", 1)[-1],
+            version=state.sent_version,
+            error=request.error_detail.message.strip(),
+        )
+        self._emit(
+            XdsEvent(
+                "NACK",
+                stream.fleet,
+                stream.node_id,
+                type_url,
+                state.sent_version,
+                state.nonce,
+                request.error_detail.message,
+                stream.snapshot.version,
+            )
+        )
+
+    def _push_changed(self, stream: NodeStream) -> list[bytes]:
+        bodies = []
+        for type_url in PUSH_ORDER:
+            state = stream.types.get(type_url)
+            if state and state.subscribed and stream.snapshot.type_versions[type_url] != state.sent_version:
+                bodies.append(self._response(stream, type_url, state))
+        return bodies
+
+    @staticmethod
+    def _requested_names(type_url: str, request: discovery_pb2.DiscoveryRequest) -> frozenset[str] | None:
+        names = frozenset(request.resource_names)
+        if type_url in WILDCARD_TYPES and (not names or "*" in names):
+            return None
+        return names
+
+    def _response(self, stream: NodeStream, type_url: str, state: TypeState) -> bytes:
+        version = stream.snapshot.type_versions[type_url]
+        body = self._body(stream.snapshot, type_url, state.names)
+        state.sent_version, state.nonce = version, stream.next_nonce()
+        # Protobuf messages concatenate: the shared body plus this stream's nonce is one DiscoveryResponse.
+        nonce: bytes = discovery_pb2.DiscoveryResponse(nonce=state.nonce).SerializeToString()
+        return body + nonce
+
+    def _body(self, snapshot: Snapshot, type_url: str, names: frozenset[str] | None) -> bytes:
+        key = (type_url, snapshot.type_versions[type_url], names)
+        body = self._bodies.get(key)
+        if body is not None:
+            self._bodies.move_to_end(key)
+            return body
+        resources = snapshot.of_type(type_url)
+        chosen = resources.values() if names is None else (resources[n] for n in sorted(names) if n in resources)
+        response = discovery_pb2.DiscoveryResponse(
+            version_info=key[1],
+            type_url=type_url,
+            resources=[any_pb2.Any(type_url=type_url, value=r.body) for r in chosen],
+        )
+        response.control_plane.identifier = self._identifier
+        body = bytes(response.SerializeToString())
+        self._bodies[key] = body
+        if len(self._bodies) > _BODY_CACHE_ENTRIES:
+            self._bodies.popitem(last=False)
+        return body
+
+
+async def start_grpc_server(ads: AdsServer, listen: str) -> tuple[grpc.aio.Server, int]:
+    """Start the ADS gRPC server on `listen` (host:port, port 0 for any free port); returns the bound port."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.so_reuseport", 0),  # a second daemon on the same port must fail, not share it
+            ("grpc.max_send_message_length", 256 * 1024 * 1024),
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ]
+    )
+    server.add_generic_rpc_handlers((ads.handler(),))
+    port = server.add_insecure_port(listen)
+    await server.start()
+    return server, port
