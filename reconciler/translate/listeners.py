@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+from google.protobuf import wrappers_pb2
 
 from reconciler.translate.common import ads_source, pack
+from reconciler.translate.http_filters import gateway_http_filters
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
-ROUTER_FILTER = "envoy.filters.http.router"
 
 
 def listener_name(bind: str, port: int) -> str:
@@ -37,7 +35,7 @@ def _http_filter_chain(stat_prefix: str, route_config: str) -> listener_componen
         stat_prefix=stat_prefix,
         codec_type=hcm.HttpConnectionManager.AUTO,
         rds=hcm.Rds(config_source=ads_source(), route_config_name=route_config),
-        http_filters=_http_filters(),
+        http_filters=gateway_http_filters(),
         # istiod's gateway defaults: trust the connection's peer address, normalise paths, allow websockets.
         use_remote_address=_bool(True),
         normalize_path=_bool(True),
@@ -49,11 +47,5 @@ def _http_filter_chain(stat_prefix: str, route_config: str) -> listener_componen
     )
 
 
-def _http_filters() -> Sequence[hcm.HttpFilter]:
-    return [hcm.HttpFilter(name=ROUTER_FILTER, typed_config=pack(router_pb2.Router()))]
-
-
-def _bool(value: bool) -> object:
-    from google.protobuf import wrappers_pb2
-
+def _bool(value: bool) -> wrappers_pb2.BoolValue:
     return wrappers_pb2.BoolValue(value=value)

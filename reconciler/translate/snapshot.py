@@ -8,6 +8,7 @@ hashes, so the same manifests give the same versions on any replica and after an
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -122,8 +123,8 @@ class Snapshot:
         """The canonical JSON form (proto3 JSON mapping), for `render`, `plan` and golden files."""
         out: dict[str, Any] = {"version": self.version}
         for type_url in PUSH_ORDER:
+            # Through JSON text, so nested Any fields become plain dicts (MessageToDict yields OrderedDicts).
             out[SHORT_NAMES[type_url]] = [
-                json_format.MessageToDict(r.message(), preserving_proto_field_name=False)
-                for r in self.of_type(type_url).values()
+                json.loads(json_format.MessageToJson(r.message())) for r in self.of_type(type_url).values()
             ]
         return out

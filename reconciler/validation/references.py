@@ -15,18 +15,19 @@ def check_references(manifests: ManifestSet, config: ResolvedConfig) -> list[Fin
     findings: list[Finding] = []
     gateways = {f"{g.namespace}/{g.name}": g for g in manifests.of_kind("Gateway")}
     for vs in config.virtual_services:
-        for gateway in vs.gateways:
+        for index, gateway in enumerate(vs.gateways):
             if gateway != MESH and gateway not in gateways:
                 findings.append(
                     _finding(
                         vs,
+                        ("spec", "gateways", index),
                         Severity.ERROR,
                         "gateway-not-found",
                         f"gateway {gateway!r} does not exist; define it or fix the name",
                     )
                 )
-        for destination in _destinations(vs):
-            findings.extend(_check_destination(config, vs, destination))
+        for path, destination in _destinations(vs):
+            findings.extend(_check_destination(config, vs, destination, path))
     fleet_specs = [f.spec for f in manifests.of_kind("Fleet")]
     for ref, gateway_resource in sorted(gateways.items()):
         spec: GatewaySpec = gateway_resource.spec
@@ -43,24 +44,35 @@ def check_references(manifests: ManifestSet, config: ResolvedConfig) -> list[Fin
     return findings
 
 
-def _destinations(vs: ResolvedVirtualService) -> Iterator[Destination]:
-    for rule in vs.spec.http:
-        yield from (d.destination for d in rule.route)
+Path = tuple[str | int, ...]
+
+
+def _destinations(vs: ResolvedVirtualService) -> Iterator[tuple[Path, Destination]]:
+    """Every destination of the VS with its path in the document, for precise findings."""
+    for i, rule in enumerate(vs.spec.http):
+        for j, route in enumerate(rule.route):
+            yield ("spec", "http", i, "route", j, "destination", "host"), route.destination
         if rule.mirror is not None:
-            yield rule.mirror
-        yield from (m.destination for m in rule.mirrors)
-    for tcp in vs.spec.tcp:
-        yield from (d.destination for d in tcp.route)
-    for tls in vs.spec.tls:
-        yield from (d.destination for d in tls.route)
+            yield ("spec", "http", i, "mirror", "host"), rule.mirror
+        for j, mirror in enumerate(rule.mirrors):
+            yield ("spec", "http", i, "mirrors", j, "destination", "host"), mirror.destination
+    for i, tcp in enumerate(vs.spec.tcp):
+        for j, tcp_route in enumerate(tcp.route):
+            yield ("spec", "tcp", i, "route", j, "destination", "host"), tcp_route.destination
+    for i, tls in enumerate(vs.spec.tls):
+        for j, tls_route in enumerate(tls.route):
+            yield ("spec", "tls", i, "route", j, "destination", "host"), tls_route.destination
 
 
-def _check_destination(config: ResolvedConfig, vs: ResolvedVirtualService, destination: Destination) -> list[Finding]:
+def _check_destination(
+    config: ResolvedConfig, vs: ResolvedVirtualService, destination: Destination, path: Path
+) -> list[Finding]:
     service = config.services.get(destination.host)
     if service is None:
         return [
             _finding(
                 vs,
+                path,
                 Severity.ERROR,
                 "destination-host-not-found",
                 f"destination host {destination.host!r} is declared by no ServiceEntry; Envoy would answer 503 for it",
@@ -72,6 +84,7 @@ def _check_destination(config: ResolvedConfig, vs: ResolvedVirtualService, desti
         found.append(
             _finding(
                 vs,
+                path,
                 Severity.ERROR,
                 "destination-port-not-found",
                 f"{destination.host} has no port {destination.port.number} (ports: {ports})",
@@ -81,6 +94,7 @@ def _check_destination(config: ResolvedConfig, vs: ResolvedVirtualService, desti
         found.append(
             _finding(
                 vs,
+                path,
                 Severity.ERROR,
                 "destination-port-required",
                 f"{destination.host} has several ports; the destination must name one",
@@ -92,6 +106,7 @@ def _check_destination(config: ResolvedConfig, vs: ResolvedVirtualService, desti
             found.append(
                 _finding(
                     vs,
+                    path,
                     Severity.ERROR,
                     "subset-not-found",
                     f"subset {destination.subset!r} of {destination.host} is defined by no DestinationRule",
@@ -100,5 +115,5 @@ def _check_destination(config: ResolvedConfig, vs: ResolvedVirtualService, desti
     return found
 
 
-def _finding(vs: ResolvedVirtualService, severity: Severity, code: str, message: str) -> Finding:
-    return Finding(severity, code, message, vs.resource.location, vs.resource.ref)
+def _finding(vs: ResolvedVirtualService, path: Path, severity: Severity, code: str, message: str) -> Finding:
+    return Finding(severity, code, message, vs.resource.locate(*path), vs.resource.ref)

@@ -1,0 +1,1 @@
+"""One module per `reconciler` subcommand; each exposes `register(subparsers)`."""
