@@ -308,6 +308,10 @@ async def start_grpc_server(ads: AdsServer, listen: str) -> tuple[grpc.aio.Serve
         ]
     )
     server.add_generic_rpc_handlers((ads.handler(),))
-    port = server.add_insecure_port(listen)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError:
+        await server.stop(grace=None)  # release it on this loop; the caller sees the bind error
+        raise
     await server.start()
     return server, port

@@ -1,0 +1,228 @@
+"""The ADS server's protocol rules, exercised with a real gRPC client acting as a scripted Envoy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from google.rpc import status_pb2
+
+from reconciler.translate.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
+from reconciler.xds import AdsServer, NodeState, XdsEvent, start_grpc_server
+
+METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+
+
+def snapshot(tag: str, routes: tuple[str, ...] = ("http.80",)) -> Snapshot:
+    return Snapshot.build(
+        [
+            cluster_pb2.Cluster(name=f"c-{tag}"),
+            endpoint_pb2.ClusterLoadAssignment(cluster_name=f"c-{tag}"),
+            listener_pb2.Listener(name="l"),
+            *(route_pb2.RouteConfiguration(name=name, virtual_hosts=[{"name": tag}]) for name in routes),
+        ]
+    )
+
+
+class FakeEnvoy:
+    """One ADS stream; `send` a request, `recv` the next response (with a timeout)."""
+
+    def __init__(self, channel: grpc.aio.Channel, fleet: str = "f", node: str = "n1") -> None:
+        self._queue: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
+        self._node = {"id": node, "cluster": fleet}
+        self._first = True
+        call = channel.stream_stream(
+            METHOD,
+            request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+            response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+        )
+        self.call = call(self._requests())
+        # Reading continuously: cancelling a pending read would cancel the whole call.
+        self._responses: asyncio.Queue[discovery_pb2.DiscoveryResponse] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for response in self.call:
+            self._responses.put_nowait(response)
+
+    async def _requests(self) -> AsyncIterator[discovery_pb2.DiscoveryRequest]:
+        while (request := await self._queue.get()) is not None:
+            yield request
+
+    def send(self, type_url: str, names: tuple[str, ...] = (), nonce: str = "", version: str = "",
+             error: str = "") -> None:  # fmt: skip
+        request = discovery_pb2.DiscoveryRequest(
+            type_url=type_url, resource_names=list(names), response_nonce=nonce, version_info=version
+        )
+        if self._first:
+            request.node.MergeFrom(discovery_pb2.DiscoveryRequest(node=self._node).node)
+            self._first = False
+        if error:
+            request.error_detail.CopyFrom(status_pb2.Status(code=13, message=error))
+        self._queue.put_nowait(request)
+
+    async def recv(self, timeout: float = 2.0) -> discovery_pb2.DiscoveryResponse:
+        getter = asyncio.ensure_future(self._responses.get())
+        done, _ = await asyncio.wait({getter, self._reader}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if getter in done:
+            return getter.result()
+        getter.cancel()
+        if self._reader in done:
+            self._reader.result()  # raises the call's error (e.g. the server's abort status)
+        raise TimeoutError("no response")
+
+    async def nothing(self, within: float = 0.3) -> bool:
+        await asyncio.sleep(within)
+        return self._responses.empty()
+
+    def ack(self, response: discovery_pb2.DiscoveryResponse, names: tuple[str, ...] = ()) -> None:
+        self.send(response.type_url, names, response.nonce, response.version_info)
+
+    def close(self) -> None:
+        self._queue.put_nowait(None)
+        self.call.cancel()
+        self._reader.cancel()
+
+
+@pytest.fixture
+async def ads() -> AsyncIterator[tuple[AdsServer, grpc.aio.Channel]]:
+    server = AdsServer()
+    server.set_fleet_snapshot("f", snapshot("one"))
+    server.set_known_fleets(["f"])
+    grpc_server, port = await start_grpc_server(server, "127.0.0.1:0")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    yield server, channel
+    await channel.close()
+    await grpc_server.stop(grace=0)
+
+
+def names_of(response: discovery_pb2.DiscoveryResponse) -> list[str]:
+    out = []
+    for any_ in response.resources:
+        cls = {CLUSTER: cluster_pb2.Cluster, LISTENER: listener_pb2.Listener, ROUTE: route_pb2.RouteConfiguration}
+        if any_.type_url == ENDPOINT:
+            out.append(endpoint_pb2.ClusterLoadAssignment.FromString(any_.value).cluster_name)
+        else:
+            out.append(cls[any_.type_url].FromString(any_.value).name)
+    return out
+
+
+async def test_ack_sync_and_ordered_push(ads: tuple[AdsServer, grpc.aio.Channel]) -> None:
+    server, channel = ads
+    events: list[XdsEvent] = []
+    server.subscribe(events.append)
+    envoy = FakeEnvoy(channel)
+    responses = {}
+    for type_url, names in ((CLUSTER, ()), (ENDPOINT, ("c-one",)), (LISTENER, ()), (ROUTE, ("http.80",))):
+        envoy.send(type_url, names)
+        responses[type_url] = await envoy.recv()
+        assert responses[type_url].type_url == type_url
+        assert responses[type_url].control_plane.identifier == "gateway-reconciler"
+        envoy.ack(responses[type_url], names)
+    assert names_of(responses[CLUSTER]) == ["c-one"]
+    assert await envoy.nothing()  # ACKs of the current versions need no answer
+    (node,) = server.nodes("f")
+    assert node.state() is NodeState.SYNCED and node.synced_version == server.fleet_snapshot("f").version  # type: ignore[union-attr]
+    assert [e.kind for e in events].count("ACK") == 4
+
+    server.set_fleet_snapshot("f", snapshot("two"))
+    pushed = [await envoy.recv() for _ in range(3)]
+    # Make-before-break order; the listener did not change, so it is not sent again.
+    assert [r.type_url for r in pushed] == [CLUSTER, ENDPOINT, ROUTE]
+    assert await envoy.nothing()
+    assert names_of(pushed[0]) == ["c-two"]
+    assert node.state() is NodeState.STALE
+    envoy.close()
+
+
+async def test_stale_nonce_ignored_and_nack_not_resent(ads: tuple[AdsServer, grpc.aio.Channel]) -> None:
+    server, channel = ads
+    events: list[XdsEvent] = []
+    server.subscribe(events.append)
+    envoy = FakeEnvoy(channel)
+    envoy.send(ROUTE, ("http.80",))
+    first = await envoy.recv()
+    envoy.ack(first, ("http.80",))
+    server.set_fleet_snapshot("f", snapshot("two"))
+    second = await envoy.recv()
+    envoy.send(ROUTE, ("http.80", "http.81"), nonce=first.nonce)  # stale: answers an older response
+    assert await envoy.nothing()
+
+    envoy.send(ROUTE, ("http.80",), nonce=second.nonce, version=first.version_info, error="bad regex")
+    assert await envoy.nothing()  # a NACKed version is never resent: no NACK loop
+    nack = [e for e in events if e.kind == "NACK"]
+    assert nack and nack[0].error == "bad regex" and nack[0].version == second.version_info
+    (node,) = server.nodes("f")
+    assert node.state() is NodeState.NACKED and node.errors() == {ROUTE: "bad regex"}
+
+    server.set_fleet_snapshot("f", snapshot("three"))  # a newer version is sent again
+    third = await envoy.recv()
+    assert third.version_info not in (first.version_info, second.version_info)
+    envoy.close()
+
+
+async def test_named_subscription_gets_only_named_resources(ads: tuple[AdsServer, grpc.aio.Channel]) -> None:
+    server, channel = ads
+    server.set_fleet_snapshot("f", snapshot("one", routes=("http.80", "http.81")))
+    envoy = FakeEnvoy(channel)
+    envoy.send(ROUTE, ("http.81",))
+    response = await envoy.recv()
+    assert names_of(response) == ["http.81"]
+    envoy.ack(response, ("http.81",))
+    envoy.send(ROUTE, ("http.80", "http.81"), nonce=response.nonce, version=response.version_info)
+    widened = await envoy.recv()  # a changed subscription is answered even with an unchanged version
+    assert names_of(widened) == ["http.80", "http.81"]
+    envoy.close()
+
+
+async def test_endpoints_resent_when_clusters_change() -> None:
+    """Envoy activates an updated cluster only after a new EDS response, even with unchanged endpoints."""
+    same_endpoints = endpoint_pb2.ClusterLoadAssignment(cluster_name="c")
+    before = Snapshot.build([cluster_pb2.Cluster(name="c"), same_endpoints])
+    after = Snapshot.build([cluster_pb2.Cluster(name="c", connect_timeout={"seconds": 3}), same_endpoints])
+    assert before.type_versions[ENDPOINT] != after.type_versions[ENDPOINT]
+
+
+async def test_unknown_fleet_and_missing_identity_refused(ads: tuple[AdsServer, grpc.aio.Channel]) -> None:
+    _, channel = ads
+    stranger = FakeEnvoy(channel, fleet="other")
+    stranger.send(CLUSTER)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stranger.recv()
+    assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+    assert "fleet 'other' is not defined" in (refused.value.details() or "")
+
+    anonymous = FakeEnvoy(channel, fleet="")
+    anonymous.send(CLUSTER)
+    with pytest.raises(grpc.aio.AioRpcError) as invalid:
+        await anonymous.recv()
+    assert invalid.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_nodes_wait_until_fleets_are_known() -> None:
+    server = AdsServer()  # no set_known_fleets yet: the daemon has not loaded any config
+    grpc_server, port = await start_grpc_server(server, "127.0.0.1:0")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    envoy = FakeEnvoy(channel)
+    envoy.send(CLUSTER)
+    assert await envoy.nothing(0.3)  # held, not refused
+    server.set_fleet_snapshot("f", snapshot("one"))
+    server.set_known_fleets(["f"])
+    assert (await envoy.recv()).type_url == CLUSTER
+    envoy.close()
+    await channel.close()
+    await grpc_server.stop(grace=0)
+
+
+async def test_second_server_on_same_port_fails() -> None:
+    first, port = await start_grpc_server(AdsServer(), "127.0.0.1:0")
+    with pytest.raises(RuntimeError):
+        await start_grpc_server(AdsServer(), f"127.0.0.1:{port}")
+    await first.stop(grace=0)
