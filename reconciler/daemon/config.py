@@ -70,7 +70,7 @@ def load_config(path: Path) -> DaemonConfig:
         raise ConfigError(f"{path}:{exc.line}:{exc.column}: {exc.message}") from None
     if len(docs) != 1:
         raise ConfigError(f"{path}: expected one YAML document with repo, xds, api and state keys")
-    decoder = Decoder(docs[0], str(path))
+    decoder = Decoder(docs[0], str(path), snake_case=True)
     config: DaemonConfig = decoder.decode(DaemonConfig, docs[0].data, ())
     if has_errors(decoder.findings) or config is MISSING:
         raise ConfigError("\n".join(f"{f.location}: {f.message}" for f in decoder.findings))

@@ -37,7 +37,11 @@ def yaml_key(f: dataclasses.Field[Any]) -> str:
 class Decoder:
     """Decodes one document; collects findings attributed to `file` and `resource`."""
 
-    def __init__(self, doc: Document, file: str, resource: str = "", lenient: bool = False) -> None:
+    def __init__(
+        self, doc: Document, file: str, resource: str = "", lenient: bool = False, snake_case: bool = False
+    ) -> None:
+        # Manifests use Istio's camelCase keys; our own daemon config file uses snake_case (DESIGN.md).
+        self.key_of = (lambda f: f.name) if snake_case else yaml_key
         self.doc = doc
         self.file = file
         self.resource = resource
@@ -108,7 +112,7 @@ class Decoder:
         hints = typing.get_type_hints(cls)
         by_key: dict[str, dataclasses.Field[Any]] = {}
         for f in dataclasses.fields(cls):
-            by_key[yaml_key(f)] = f
+            by_key[self.key_of(f)] = f
             by_key.setdefault(f.name, f)  # snake_case, as in the proto
         kwargs: dict[str, Any] = {}
         failed = False
@@ -131,13 +135,13 @@ class Decoder:
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             if required and f.name not in kwargs:
                 if not failed:
-                    self.report(path, "missing-field", f"{cls.__name__} needs the field {yaml_key(f)!r}")
+                    self.report(path, "missing-field", f"{cls.__name__} needs the field {self.key_of(f)!r}")
                 return MISSING
         return cls(**kwargs)
 
     def _unknown_field(self, cls: type, key: str, known: dict[str, Any], path: Path) -> None:
         severity = Severity.WARNING if self.lenient else Severity.ERROR
-        choices = sorted({yaml_key(f) for f in known.values()})
+        choices = sorted({self.key_of(f) for f in known.values()})
         close = _closest(key, choices)
         hint = f"; did you mean {close!r}?" if close else f"; known fields: {', '.join(choices)}"
         self.report(path, "unknown-field", f"{cls.__name__} has no field {key!r}{hint}", severity)

@@ -123,8 +123,10 @@ class Snapshot:
         """The canonical JSON form (proto3 JSON mapping), for `render`, `plan` and golden files."""
         out: dict[str, Any] = {"version": self.version}
         for type_url in PUSH_ORDER:
-            # Through JSON text, so nested Any fields become plain dicts (MessageToDict yields OrderedDicts).
+            # Through JSON text, so nested Any fields become plain dicts; keys sorted, since map fields
+            # (e.g. route metadata Structs) have no stable order of their own.
             out[SHORT_NAMES[type_url]] = [
-                json.loads(json_format.MessageToJson(r.message())) for r in self.of_type(type_url).values()
+                json.loads(json_format.MessageToJson(r.message(), sort_keys=True))
+                for r in self.of_type(type_url).values()
             ]
         return out

@@ -103,6 +103,10 @@ def test_commit_reaches_envoy_and_revert_restores(
     assert fleet["nodes"][0]["id"] == envoy.node_id
     assert first != second != reverted
 
+    daemon.stop()  # SIGTERM: a graceful stop
+    assert daemon.process is not None and daemon.process.returncode == 0
+    assert '"daemon.stopped"' in daemon.log()
+
 
 def _synced_on(daemon: DaemonProcess, fleet_name: str, revision: str) -> dict[str, object] | None:
     fleet = daemon.fleet(fleet_name)
