@@ -6,7 +6,7 @@ exactly what the daemon would serve.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from reconciler.config.model import ResolvedConfig
@@ -21,9 +21,10 @@ from reconciler.validation import validate
 @dataclass(frozen=True)
 class Build:
     manifests: ManifestSet
-    config: ResolvedConfig | None
-    snapshots: Mapping[str, Snapshot]
+    config: ResolvedConfig
+    snapshots: Mapping[str, Snapshot]  # the fleets no error touches
     findings: tuple[Finding, ...] = field(default=())
+    blocked: Mapping[str, tuple[Finding, ...]] = field(default_factory=dict)  # fleet → the errors that block it
 
     @property
     def ok(self) -> bool:
@@ -36,10 +37,39 @@ def build(files: Mapping[str, bytes], options: TranslateOptions | None = None, l
     config = resolve(manifests)
     findings.extend(config.findings)
     findings.extend(validate(manifests, config))
+    blocked = blocking_errors(findings, config)
     snapshots: dict[str, Snapshot] = {}
-    if not has_errors(findings):
-        for fleet in config.fleets:
-            translation = translate_fleet(config, fleet, options)
-            findings.extend(translation.findings)
+    for fleet in config.fleets:
+        if fleet in blocked:
+            continue
+        translation = translate_fleet(config, fleet, options)
+        findings.extend(translation.findings)
+        fleet_errors = tuple(f for f in translation.findings if f.is_error)
+        if fleet_errors:
+            blocked[fleet] = fleet_errors
+        else:
             snapshots[fleet] = translation.snapshot
-    return Build(manifests, config, snapshots, tuple(sort_findings(findings)))
+    return Build(manifests, config, snapshots, tuple(sort_findings(findings)), blocked)
+
+
+def blocking_errors(findings: Iterable[Finding], config: ResolvedConfig) -> dict[str, tuple[Finding, ...]]:
+    """Which fleets each error holds back.
+
+    Isolation instead of blackout: an error in a Fleet, a Gateway or a VirtualService holds back only the
+    fleets that resource reaches. Errors we cannot place — a malformed file, a resource that did not load,
+    a ServiceEntry or DestinationRule — hold back every fleet, because we cannot show they are harmless.
+    """
+    reach: dict[str, set[str]] = {vs.resource.ref: set() for vs in config.virtual_services}
+    for name, fleet in config.fleets.items():
+        reach.setdefault(fleet.resource.ref, set()).add(name)
+        for gateway in fleet.gateways:
+            reach.setdefault(gateway.resource.ref, set()).add(name)
+            for vs in config.virtual_services:
+                if gateway.ref in vs.gateways:
+                    reach[vs.resource.ref].add(name)
+    blocked: dict[str, list[Finding]] = {}
+    for finding in findings:
+        if finding.is_error:
+            for held in reach.get(finding.resource, set(config.fleets)):
+                blocked.setdefault(held, []).append(finding)
+    return {held: tuple(errors) for held, errors in blocked.items()}

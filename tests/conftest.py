@@ -44,8 +44,8 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
 def start_envoy(tmp_path: Path) -> Iterator[Callable[..., EnvoyProcess]]:
     started: list[EnvoyProcess] = []
 
-    def start(fleet: str, node_id: str, xds_port: int) -> EnvoyProcess:
-        envoy = EnvoyProcess(tmp_path / "envoys", fleet, node_id, xds_port)
+    def start(fleet: str, node_id: str, xds_port: int, address: str = "127.0.0.1") -> EnvoyProcess:
+        envoy = EnvoyProcess(tmp_path / "envoys", fleet, node_id, xds_port, address=address)
         started.append(envoy)
         return envoy.start()
 

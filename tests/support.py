@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -153,3 +155,34 @@ class DaemonProcess:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, 9)
             self.process.wait(timeout=10)
+
+
+class InProcessDaemon:
+    """The daemon on a thread of the test process, for the few tests that must reach inside it (e.g. to
+    let a config Envoy rejects slip past validation, a fault that cannot be produced for real)."""
+
+    def __init__(self, workdir: Path, repo_url: str, poll: str = "300ms") -> None:
+        from reconciler.daemon.app import Daemon
+        from reconciler.daemon.config import load_config
+
+        process = DaemonProcess(workdir, repo_url, poll)  # reuses its config file and ports
+        self.xds_port, self.api_port = process.xds_port, process.api_port
+        self.api = process.api
+        self.daemon = Daemon(load_config(process.config_path))
+        self._thread = threading.Thread(target=lambda: asyncio.run(self.daemon.run()), daemon=True)
+
+    def start(self) -> InProcessDaemon:
+        self._thread.start()
+        wait_for(lambda: "api" in self.daemon.ports, what="in-process daemon API")
+        return self
+
+    def status(self) -> dict[str, Any]:
+        payload: dict[str, Any] = requests.get(f"{self.api}/api/v1/status", timeout=5).json()
+        return payload
+
+    def fleet(self, name: str) -> dict[str, Any]:
+        return {f["name"]: f for f in self.status()["fleets"]}[name]
+
+    def stop(self) -> None:
+        self.daemon.stop()
+        self._thread.join(timeout=20)

@@ -19,7 +19,9 @@ class ApiServer:
                 web.get("/healthz", self._healthz),
                 web.get("/readyz", self._readyz),
                 web.get("/api/v1/status", self._status),
+                web.get("/api/v1/fleets/{fleet}/history", self._history),
                 web.post("/api/v1/reconcile", self._reconcile),
+                web.get("/metrics", self._metrics),
             ]
         )
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -46,6 +48,20 @@ class ApiServer:
 
     async def _status(self, _: web.Request) -> web.Response:
         return web.json_response(await self._daemon.status_json())
+
+    async def _history(self, request: web.Request) -> web.Response:
+        fleet = request.match_info["fleet"]
+        try:
+            limit = max(1, min(500, int(request.query.get("limit", "50"))))
+        except ValueError:
+            return web.json_response({"error": "limit must be a whole number"}, status=400)
+        history = await self._daemon.history_json(fleet, limit)
+        if history is None:
+            return web.json_response({"error": f"no fleet named {fleet!r}"}, status=404)
+        return web.json_response({"fleet": fleet, "history": history})
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        return web.Response(body=self._daemon.metrics.render(), content_type="text/plain", charset="utf-8")
 
     async def _reconcile(self, _: web.Request) -> web.Response:
         self._daemon.request_reconcile()

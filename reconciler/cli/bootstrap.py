@@ -23,6 +23,7 @@ def envoy_bootstrap(
     admin_port: int,
     admin_address: str = "127.0.0.1",
     initial_fetch_timeout: str = "15s",
+    listen_address: str = "",
 ) -> dict[str, Any]:
     host, _, port = xds_address.rpartition(":")
     if not host or not port.isdigit():
@@ -32,7 +33,12 @@ def envoy_bootstrap(
         "node": {
             "id": node_id,
             "cluster": fleet,
-            "metadata": {"admin_url": f"http://{admin_address}:{admin_port}", "fleet": fleet},
+            "metadata": {
+                "admin_url": f"http://{admin_address}:{admin_port}",
+                "fleet": fleet,
+                # Overrides the address the fleet's default listeners bind, for this node only.
+                **({"listen_address": listen_address} if listen_address else {}),
+            },
         },
         "admin": {"address": {"socket_address": {"address": admin_address, "port_value": admin_port}}},
         "dynamic_resources": {

@@ -27,10 +27,10 @@ from reconciler.cli.bootstrap import envoy_bootstrap
 LOOPBACK = "127.0.0.1"
 
 
-def free_port() -> int:
+def free_port(address: str = LOOPBACK) -> int:
     """A port nobody listens on right now (bound without SO_REUSEPORT, then released)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
+        sock.bind((address, 0))
         return int(sock.getsockname()[1])
 
 
@@ -48,20 +48,28 @@ def envoy_binary() -> str:
 class EnvoyProcess:
     """One real Envoy fleet member, configured by `reconciler bootstrap`'s output."""
 
-    def __init__(self, workdir: Path, fleet: str, node_id: str, xds_port: int, admin_port: int | None = None) -> None:
-        self.fleet, self.node_id = fleet, node_id
-        self.admin_port = admin_port or free_port()
+    def __init__(
+        self, workdir: Path, fleet: str, node_id: str, xds_port: int, admin_port: int | None = None,
+        address: str = LOOPBACK,
+    ) -> None:  # fmt: skip
+        """`address` (a loopback address) is this node's own: its admin API and its gateway listeners bind it,
+        so several nodes of one fleet can run on this host and be told apart."""
+        self.fleet, self.node_id, self.address = fleet, node_id, address
+        self.admin_port = admin_port or free_port(address)
         self.workdir = workdir / f"envoy-{node_id}"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.workdir / "bootstrap.yaml"
         self.log_path = self.workdir / "envoy.log"
-        bootstrap = envoy_bootstrap(fleet, node_id, f"{LOOPBACK}:{xds_port}", self.admin_port)
+        bootstrap = envoy_bootstrap(
+            fleet, node_id, f"{LOOPBACK}:{xds_port}", self.admin_port, address,
+            listen_address="" if address == LOOPBACK else address,
+        )  # fmt: skip
         self.config_path.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def admin_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.admin_port}"
+        return f"http://{self.address}:{self.admin_port}"
 
     def start(self) -> EnvoyProcess:
         command = [

@@ -1,7 +1,7 @@
-"""The daemon: poll git, build, publish to the ADS server, record state; serve the API.
+"""The daemon: poll git, build, roll each changed fleet out wave by wave, record everything; serve the API.
 
-The ADS server and the HTTP API live on one asyncio loop. Git, the build and SQLite writes run in
-APScheduler's thread pool, and hand results to the loop with `run_coroutine_threadsafe`, so the loop
+The ADS server, the rollouts and the HTTP API live on one asyncio loop. Git, the build and SQLite writes
+run in APScheduler's thread pool and hand results to the loop with `run_coroutine_threadsafe`, so the loop
 never waits on I/O or CPU-heavy work.
 """
 
@@ -11,6 +11,7 @@ import asyncio
 import signal
 import threading
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,14 +21,18 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from reconciler.api.http import ApiServer
+from reconciler.api.metrics import Metrics
 from reconciler.daemon.config import DaemonConfig
 from reconciler.diagnostics import Finding
-from reconciler.pipeline import build
+from reconciler.pipeline import Build, build
+from reconciler.rollout.controller import revert_snapshot
+from reconciler.rollout.manager import RolloutManager
+from reconciler.rollout.model import Result
 from reconciler.source import GitSource, SourceError
-from reconciler.state import StateStore
+from reconciler.state import FleetRecord, StateStore
 from reconciler.translate import TranslateOptions
 from reconciler.translate.snapshot import Snapshot
-from reconciler.xds import AdsServer, NodeState, NodeStream, start_grpc_server
+from reconciler.xds import AdsServer, NodeState, NodeStream, XdsEvent, start_grpc_server
 
 log = structlog.get_logger("reconciler.daemon")
 
@@ -37,11 +42,15 @@ MAX_REPORTED_FINDINGS = 20
 
 
 @dataclass
-class FleetStatus:
+class FleetState:
+    """What the daemon knows of one fleet; mirrors the store's record plus the live rejection."""
+
     name: str
     applied_revision: str = ""
     applied_version: str = ""
     last_good_revision: str = ""
+    last_good: Snapshot = field(default_factory=Snapshot.empty)
+    quarantined_revision: str = ""
     rejected_revision: str = ""
     last_error: str = ""
 
@@ -52,7 +61,6 @@ class DaemonStatus:
     last_poll_at: float = 0.0
     last_error: str = ""
     findings: list[Finding] = field(default_factory=list)
-    fleets: dict[str, FleetStatus] = field(default_factory=dict)
 
 
 class Daemon:
@@ -61,84 +69,93 @@ class Daemon:
         self.store = StateStore(config.state_dir)
         self.source = GitSource(config.repo.url, config.repo.branch, config.repo.path, config.state_dir / "repo")
         self.ads = AdsServer()
+        self.metrics = Metrics(self.ads)
+        self.rollouts = RolloutManager(self.ads, self.store, self.metrics)
+        self.ads.subscribe(self._on_xds_event)
         self.status = DaemonStatus()
+        self.fleets: dict[str, FleetState] = {}
         self.options = TranslateOptions(default_bind=config.envoy.bind_address)
+        self.ready = False
+        self.ports: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._stop = asyncio.Event()
         self._build_lock = threading.Lock()
-        self.ready = False
-        self.ports: dict[str, int] = {}
-        self._revisions: dict[str, str] = {}  # snapshot version → the revision it was applied for
+        self._revisions: dict[str, str] = {}  # snapshot version → the revision it was built from
+        self._resume = False  # a rollout was interrupted: rebuild the head even if it was seen
 
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._restore()
+        await asyncio.to_thread(self._restore)
         grpc_server, self.ports["xds"] = await start_grpc_server(self.ads, self.config.xds.listen)
         api = ApiServer(self)
         self.ports["api"] = await api.start(self.config.api.listen)
-        log.info(
-            "daemon.started",
-            xds=self.config.xds.listen,
-            api=self.config.api.listen,
-            repo=self.source.display_url,
-            branch=self.config.repo.branch,
-        )
+        log.info("daemon.started", xds=self.config.xds.listen, api=self.config.api.listen,
+                 repo=self.source.display_url, branch=self.config.repo.branch)  # fmt: skip
         self._scheduler = AsyncIOScheduler(event_loop=self._loop, executors={"default": ThreadPoolExecutor(4)})
         self._scheduler.add_job(
-            self.reconcile,
-            "interval",
-            id=POLL_JOB,
-            seconds=self.config.repo.poll_interval.seconds,
-            next_run_time=datetime.now(UTC),
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=None,
-        )
+            self.reconcile, "interval", id=POLL_JOB, seconds=self.config.repo.poll_interval.seconds,
+            next_run_time=datetime.now(UTC), max_instances=1, coalesce=True, misfire_grace_time=None,
+        )  # fmt: skip
         self._scheduler.start()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._loop.add_signal_handler(sig, self._stop.set)
+        if threading.current_thread() is threading.main_thread():  # signals reach only the main thread
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self._stop.set)
         try:
             await self._stop.wait()
         finally:
             log.info("daemon.stopping")
             self._scheduler.shutdown(wait=False)
+            # A rollout cut short by a stop is resumed from its first wave on the next start (its row in
+            # the store says so); cancelling it here hands its nodes back to the last good snapshot.
+            for task, _ in list(self.rollouts.active.values()):
+                task.cancel()
             await api.stop()
             await grpc_server.stop(grace=1.0)
             await asyncio.to_thread(self._close_store)
             log.info("daemon.stopped")
 
     def stop(self) -> None:
-        self._stop.set()
+        """Ask a running daemon to stop; safe from any thread."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
 
     def _close_store(self) -> None:
         with self._build_lock:  # a reconcile in flight finishes its transaction first
             self.store.close()
 
     def _restore(self) -> None:
-        """Serve the last applied snapshots at once, before any fetch: the remote may be down."""
-        records = self.store.fleets()
-        for record in records:
-            snapshot = self.store.load_snapshot(record.applied_version)
-            if snapshot is None:
-                continue
-            self.ads.set_fleet_snapshot(record.name, snapshot)
-            self._revisions[record.applied_version] = record.applied_revision
-            self.status.fleets[record.name] = FleetStatus(
-                record.name, record.applied_revision, record.applied_version, record.last_good_revision
-            )
-            log.info(
-                "daemon.restored",
-                fleet=record.name,
-                revision=record.applied_revision,
-                version=record.applied_version,
-            )
-        if records:
-            self.ads.set_known_fleets(r.name for r in records)
+        """Serve every fleet's last good snapshot at once, before any fetch: the remote may be down."""
+        for record in self.store.fleets():
+            fleet = self._fleet_from_record(record)
+            self.fleets[record.name] = fleet
+            self.ads.set_fleet_snapshot(record.name, fleet.last_good)
+            log.info("daemon.restored", fleet=record.name, revision=record.last_good_revision[:12],
+                     version=fleet.last_good.version)  # fmt: skip
+        for inflight in self.store.interrupted_rollouts():
+            reason = "the daemon stopped mid-rollout; it restarts from the first wave"
+            self.store.finish_rollout(inflight.fleet, inflight.revision, inflight.kind, Result.INTERRUPTED.value,
+                                      reason, inflight.started_at, {})  # fmt: skip
+            self._resume = True
+            log.warning("rollout.interrupted", fleet=inflight.fleet, revision=inflight.revision[:12])
+            if inflight.fleet in self.fleets:
+                record = next(r for r in self.store.fleets() if r.name == inflight.fleet)
+                self.fleets[inflight.fleet] = self._fleet_from_record(record)
+        if self.fleets:
+            self.ads.set_known_fleets(self.fleets)
             self.ready = True
         self.status.head = self.store.get_meta(LAST_SEEN_HEAD) or ""
+
+    def _fleet_from_record(self, record: FleetRecord) -> FleetState:
+        last_good = self.store.load_snapshot(record.last_good_version) if record.last_good_version else None
+        state = FleetState(
+            record.name, record.applied_revision, record.applied_version, record.last_good_revision,
+            last_good or Snapshot.empty(), record.quarantined_revision,
+        )  # fmt: skip
+        self._revisions[state.last_good.version] = record.last_good_revision
+        return state
 
     def request_reconcile(self) -> None:
         """Poll now (webhook or API); the interval schedule continues as the safety net."""
@@ -159,115 +176,168 @@ class Daemon:
             finally:
                 if not self.ready:
                     self.ready = True
-                    self._call_on_loop(self._mark_known, list(self.status.fleets))
+                    self._on_loop(self._known_fleets())
 
     def _reconcile(self) -> None:
-        head = self.source.remote_head()
-        if head == self.status.head:
+        offline = False
+        try:
+            head = self.source.remote_head()
+        except SourceError:
+            local = self.source.local_head() if self._resume else None
+            if local is None:
+                raise
+            head, offline = local, True  # resume an interrupted rollout from the mirror; the remote is down
+        if head == self.status.head and not self._resume:
             return
+        self._resume = False
         started = time.time()
-        sha = self.source.fetch()
+        sha = head if offline else self.source.fetch()
+        commit = self.source.commit(sha)
+        self.metrics.detection_lag.observe(max(0.0, started - commit.committed_at))
         files = self.source.read_manifests(sha)
         result = build(files, self.options)
-        bound = log.bind(revision=sha[:12])
+        self.metrics.build.observe(time.time() - started)
         self.status.findings = list(result.findings)
-        if not result.ok:
-            errors = [f for f in result.findings if f.is_error]
-            for finding in errors[:MAX_REPORTED_FINDINGS]:
-                bound.error(
-                    "revision.invalid",
-                    finding=str(finding),
-                    file=finding.location.file,
-                    line=finding.location.line,
-                    code=finding.code,
-                )
-            reason = f"{len(errors)} error(s); first: {errors[0]}"
-            for fleet in self.status.fleets.values():
-                fleet.rejected_revision, fleet.last_error = sha, reason
-                self.store.record_rejected(fleet.name, sha, reason, started)
-            bound.error("revision.rejected", errors=len(errors), phase="Rejected")
-        else:
-            self._apply(sha, result.snapshots, started)
+        self._report_errors(sha, result)
+        for name in sorted(result.config.fleets):
+            if name in result.blocked:
+                self._reject(name, sha, result.blocked[name], started)
+            else:
+                self._on_loop(self._apply(name, sha, result))
+        for name in sorted(set(self.fleets) - set(result.config.fleets)):
+            self._on_loop(self._forget(name, sha))
+        self._on_loop(self._known_fleets())
         self.status.head = sha
         self.store.set_meta(LAST_SEEN_HEAD, sha)
 
-    def _apply(self, sha: str, snapshots: dict[str, Snapshot] | Any, started: float) -> None:
-        for name, snapshot in sorted(snapshots.items()):
-            fleet = self.status.fleets.setdefault(name, FleetStatus(name))
-            changed = snapshot.version != fleet.applied_version
-            if changed:
-                self._call_on_loop(self.ads.set_fleet_snapshot, name, snapshot)
-            self.store.record_applied(name, sha, snapshot, started, changed=changed)
-            self._revisions[snapshot.version] = sha
-            fleet.applied_revision = fleet.last_good_revision = sha
-            fleet.applied_version = snapshot.version
-            fleet.rejected_revision = fleet.last_error = ""
-            log.info(
-                "revision.applied",
-                fleet=name,
-                revision=sha[:12],
-                version=snapshot.version,
-                changed=changed,
-                resources=snapshot.count(),
-                phase="Applied",
-            )
-        for name in sorted(set(self.status.fleets) - set(snapshots)):
-            log.info("fleet.removed", fleet=name, revision=sha[:12])
-            self.store.forget_fleet(name)
-            del self.status.fleets[name]
-        self._call_on_loop(self._mark_known, list(snapshots))
+    def _report_errors(self, sha: str, result: Build) -> None:
+        errors = [f for f in result.findings if f.is_error]
+        for finding in errors[:MAX_REPORTED_FINDINGS]:
+            log.error("revision.invalid", revision=sha[:12], finding=str(finding), file=finding.location.file,
+                      line=finding.location.line, code=finding.code)  # fmt: skip
 
-    def _mark_known(self, fleets: list[str]) -> None:
-        self.ads.set_known_fleets(fleets)
+    def _reject(self, name: str, sha: str, errors: tuple[Finding, ...], started: float) -> None:
+        reason = f"{len(errors)} error(s) block this fleet; first: {errors[0]}"
+        self.store.record_rejected(name, sha, reason, started, {"findings": [f.to_json() for f in errors[:20]]})
+        self._on_loop(self._mark_rejected(name, sha, reason))
+        log.error("revision.rejected", fleet=name, revision=sha[:12], errors=len(errors), phase="Rejected")
 
-    def _call_on_loop(self, fn: Any, *args: Any) -> None:
+    async def _mark_rejected(self, name: str, sha: str, reason: str) -> None:
+        fleet = self.fleets.setdefault(name, FleetState(name))
+        fleet.rejected_revision, fleet.last_error, fleet.quarantined_revision = sha, reason, sha
+
+    def _on_loop(self, coro: Coroutine[Any, Any, None]) -> None:
         assert self._loop is not None
-        asyncio.run_coroutine_threadsafe(_call(fn, *args), self._loop).result(timeout=30)
+        asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=60)
+
+    # ------------------------------------------------------------------ decisions (event loop)
+
+    async def _apply(self, name: str, sha: str, result: Build) -> None:
+        """Decide what a valid revision means for one fleet: nothing, a rollout, or a rollback."""
+        target = result.snapshots[name]
+        policy = result.config.fleets[name].spec.rollout
+        fleet = self.fleets.get(name)
+        if fleet is None:  # a new fleet: its nodes get an empty config until the first rollout lands
+            fleet = self.fleets[name] = FleetState(name)
+            self.ads.set_fleet_snapshot(name, fleet.last_good)
+        fleet.rejected_revision = fleet.last_error = ""
+        self._revisions.setdefault(target.version, sha)
+        running = self.rollouts.current(name)
+        if running is not None and running.version == target.version:
+            return  # the same config is already on its way
+        if running is None and target.version == fleet.last_good.version and not fleet.quarantined_revision:
+            fleet.applied_revision = fleet.last_good_revision = sha
+            self._revisions[target.version] = sha
+            await asyncio.to_thread(self.store.mark_unchanged, name, sha)
+            return
+        # Config equal to the last good one after a bad revision is a rollback (`git revert`): one wave,
+        # verified without a bake.
+        kind = "rollback" if target.version == fleet.last_good.version else "rollout"
+        fleet.applied_revision, fleet.applied_version = sha, target.version
+        self._revisions[target.version] = sha
+        await self.rollouts.start(name, sha, target, fleet.last_good, policy, kind)
+        task, rollout = self.rollouts.active[name]
+        task.add_done_callback(lambda _: self._after_rollout(name, rollout.revision, target))
+
+    def _after_rollout(self, name: str, revision: str, target: Snapshot) -> None:
+        rollout = self.rollouts.last.get(name)
+        fleet = self.fleets.get(name)
+        if rollout is None or fleet is None or rollout.revision != revision:
+            return
+        if rollout.result is Result.SUCCEEDED:
+            fleet.last_good, fleet.last_good_revision, fleet.quarantined_revision = target, revision, ""
+        elif rollout.result is Result.REVERTED:
+            fleet.quarantined_revision, fleet.last_error = revision, rollout.reason
+            fleet.applied_revision, fleet.applied_version = fleet.last_good_revision, fleet.last_good.version
+            self._revisions[revert_snapshot(fleet.last_good, revision).version] = fleet.last_good_revision
+
+    async def _forget(self, name: str, sha: str) -> None:
+        log.info("fleet.removed", fleet=name, revision=sha[:12])
+        await self.rollouts.cancel(name)
+        await asyncio.to_thread(self.store.forget_fleet, name)
+        self.fleets.pop(name, None)
+
+    async def _known_fleets(self) -> None:
+        self.ads.set_known_fleets(self.fleets)
+
+    def _on_xds_event(self, event: XdsEvent) -> None:
+        if event.kind == "NACK":
+            self.metrics.nacks.labels(event.fleet, event.type_url.rsplit(".", 1)[-1]).inc()
 
     # ------------------------------------------------------------------ status (event loop)
 
     async def status_json(self) -> dict[str, Any]:
-        names = sorted(self.status.fleets)
+        names = sorted(self.fleets)
         histories = await asyncio.to_thread(lambda: {n: self.store.history(n) for n in names})
-        fleets = []
-        for name in sorted(self.status.fleets):
-            fleet = self.status.fleets[name]
-            nodes = self.ads.nodes(name)
-            states = [n.state() for n in nodes]
-            if any(s is NodeState.NACKED for s in states):
-                phase = "Degraded"
-            elif fleet.rejected_revision:
-                phase = "Failed"
-            elif any(s is NodeState.STALE for s in states):
-                phase = "Progressing"
-            else:
-                phase = "Synced"
-            fleets.append(
-                {
-                    "name": name,
-                    "phase": phase,
-                    "applied_revision": fleet.applied_revision,
-                    "applied_version": fleet.applied_version,
-                    "last_good_revision": fleet.last_good_revision,
-                    "rejected_revision": fleet.rejected_revision,
-                    "last_error": fleet.last_error,
-                    "nodes": [self._node_json(n) for n in nodes],
-                    "history": [h.to_json() for h in histories.get(name, [])],
-                }
-            )
         return {
             "head": self.status.head,
             "last_poll_at": self.status.last_poll_at,
             "last_error": self.status.last_error,
             "findings": [f.to_json() for f in self.status.findings[:MAX_REPORTED_FINDINGS]],
-            "fleets": fleets,
+            "fleets": [self._fleet_json(self.fleets[n], [h.to_json() for h in histories[n]]) for n in names],
         }
 
-    def _node_json(self, node: NodeStream) -> dict[str, Any]:
+    async def history_json(self, fleet: str, limit: int) -> list[dict[str, Any]] | None:
+        if fleet not in self.fleets:
+            return None
+        entries = await asyncio.to_thread(self.store.history, fleet, limit)
+        return [h.to_json() for h in entries]
+
+    def _fleet_json(self, fleet: FleetState, history: list[dict[str, Any]]) -> dict[str, Any]:
+        rollout = self.rollouts.current(fleet.name)
+        last = self.rollouts.last.get(fleet.name)
+        shown = rollout or last
+        # UNHEALTHY marks a node the running rollout found failing; once reverted it is on last good again.
+        unhealthy = rollout.unhealthy if rollout is not None else {}
+        nodes = [self._node_json(n, unhealthy) for n in self.ads.nodes(fleet.name)]
+        states = {n["state"] for n in nodes}
+        if rollout is not None:
+            phase = "Progressing"
+        elif NodeState.NACKED.value in states or "UNHEALTHY" in states:
+            phase = "Degraded"
+        elif fleet.rejected_revision or fleet.quarantined_revision:
+            phase = "Failed"
+        elif NodeState.STALE.value in states:
+            phase = "Progressing"
+        else:
+            phase = "Synced"
+        return {
+            "name": fleet.name,
+            "phase": phase,
+            "applied_revision": fleet.applied_revision,
+            "last_good_revision": fleet.last_good_revision,
+            "last_good_version": fleet.last_good.version,
+            "quarantined_revision": fleet.quarantined_revision,
+            "rejected_revision": fleet.rejected_revision,
+            "last_error": fleet.last_error,
+            "rollout": shown.to_json() if shown is not None else None,
+            "nodes": nodes,
+            "history": history,
+        }
+
+    def _node_json(self, node: NodeStream, unhealthy: dict[str, str]) -> dict[str, Any]:
         view = node.view()
         view["revision"] = self._revisions.get(node.synced_version, "")
+        if view["state"] == NodeState.SYNCED.value and node.node_id in unhealthy:
+            view["state"], view["reason"] = "UNHEALTHY", unhealthy[node.node_id]
         return view
-
-
-async def _call(fn: Any, *args: Any) -> None:
-    fn(*args)

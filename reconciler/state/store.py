@@ -7,10 +7,13 @@ was fully written before, never on half of one.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +28,17 @@ CREATE TABLE IF NOT EXISTS snapshot_resources (
     version TEXT NOT NULL REFERENCES snapshots(version), digest TEXT NOT NULL REFERENCES resources(digest),
     PRIMARY KEY (version, digest));
 CREATE TABLE IF NOT EXISTS fleets (
-    name TEXT PRIMARY KEY, applied_revision TEXT NOT NULL, applied_version TEXT NOT NULL,
-    last_good_revision TEXT NOT NULL, last_good_version TEXT NOT NULL, updated_at REAL NOT NULL);
+    name TEXT PRIMARY KEY,
+    applied_revision TEXT NOT NULL DEFAULT '', applied_version TEXT NOT NULL DEFAULT '',
+    last_good_revision TEXT NOT NULL DEFAULT '', last_good_version TEXT NOT NULL DEFAULT '',
+    quarantined_revision TEXT NOT NULL DEFAULT '', updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS rollouts (
+    fleet TEXT PRIMARY KEY, revision TEXT NOT NULL, version TEXT NOT NULL REFERENCES snapshots(version),
+    kind TEXT NOT NULL, started_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, fleet TEXT NOT NULL, revision TEXT NOT NULL, result TEXT NOT NULL,
-    reason TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL NOT NULL);
+    id INTEGER PRIMARY KEY AUTOINCREMENT, fleet TEXT NOT NULL, revision TEXT NOT NULL, kind TEXT NOT NULL,
+    result TEXT NOT NULL, reason TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL NOT NULL,
+    details TEXT NOT NULL DEFAULT '{}');
 CREATE INDEX IF NOT EXISTS history_by_fleet ON history (fleet, id);
 """
 
@@ -37,28 +46,44 @@ CREATE INDEX IF NOT EXISTS history_by_fleet ON history (fleet, id);
 @dataclass(frozen=True)
 class FleetRecord:
     name: str
-    applied_revision: str
-    applied_version: str
-    last_good_revision: str
-    last_good_version: str
+    applied_revision: str = ""
+    applied_version: str = ""
+    last_good_revision: str = ""
+    last_good_version: str = ""
+    quarantined_revision: str = ""
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A rollout that had started and not finished when the daemon last stopped."""
+
+    fleet: str
+    revision: str
+    version: str
+    kind: str
+    started_at: float
 
 
 @dataclass(frozen=True)
 class HistoryEntry:
     fleet: str
     revision: str
-    result: str  # Succeeded | Reverted | Rejected
+    kind: str  # rollout | rollback | rejected
+    result: str  # Succeeded | Reverted | Rejected | Superseded | Interrupted
     reason: str
     started_at: float
     finished_at: float
+    details: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "revision": self.revision,
+            "kind": self.kind,
             "result": self.result,
             "reason": self.reason,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            **self.details,
         }
 
 
@@ -80,6 +105,17 @@ class StateStore:
         with self._lock:
             self._db.close()
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
     # ------------------------------------------------------------------ meta
 
     def get_meta(self, key: str) -> str | None:
@@ -93,16 +129,15 @@ class StateStore:
 
     # ------------------------------------------------------------------ snapshots
 
-    def _put_snapshot(self, snapshot: Snapshot) -> None:
-        exists = self._db.execute("SELECT 1 FROM snapshots WHERE version = ?", (snapshot.version,)).fetchone()
-        if exists:
+    def _put_snapshot(self, db: sqlite3.Connection, snapshot: Snapshot) -> None:
+        if db.execute("SELECT 1 FROM snapshots WHERE version = ?", (snapshot.version,)).fetchone():
             return
-        self._db.executemany(
+        db.executemany(
             "INSERT OR IGNORE INTO resources (digest, type_url, name, body) VALUES (?, ?, ?, ?)",
             [(r.digest, r.type_url, r.name, r.body) for r in snapshot.all_resources()],
         )
-        self._db.execute("INSERT INTO snapshots (version, created_at) VALUES (?, ?)", (snapshot.version, time.time()))
-        self._db.executemany(
+        db.execute("INSERT INTO snapshots (version, created_at) VALUES (?, ?)", (snapshot.version, time.time()))
+        db.executemany(
             "INSERT INTO snapshot_resources (version, digest) VALUES (?, ?)",
             [(snapshot.version, r.digest) for r in snapshot.all_resources()],
         )
@@ -122,61 +157,105 @@ class StateStore:
             raise RuntimeError(f"stored snapshot {version} reads back as {snapshot.version}; the state is corrupt")
         return snapshot
 
-    # ------------------------------------------------------------------ fleets
+    # ------------------------------------------------------------------ fleets and rollouts
 
-    def record_applied(
-        self, fleet: str, revision: str, snapshot: Snapshot, started_at: float, changed: bool = True
-    ) -> None:
-        """The fleet now runs `revision`; it becomes the last good one too (verification lands with rollouts).
+    def _ensure_fleet(self, db: sqlite3.Connection, fleet: str) -> None:
+        db.execute("INSERT OR IGNORE INTO fleets (name, updated_at) VALUES (?, ?)", (fleet, time.time()))
 
-        A revision that leaves the fleet's snapshot unchanged moves the applied revision but adds no history.
-        """
+    def begin_rollout(self, fleet: str, revision: str, snapshot: Snapshot, kind: str, started_at: float) -> None:
+        """The fleet is now being moved to `revision`: its snapshot is stored first, so a restart can resume."""
+        with self._transaction() as db:
+            self._put_snapshot(db, snapshot)
+            self._ensure_fleet(db, fleet)
+            db.execute(
+                "INSERT OR REPLACE INTO rollouts (fleet, revision, version, kind, started_at) VALUES (?, ?, ?, ?, ?)",
+                (fleet, revision, snapshot.version, kind, started_at),
+            )
+            db.execute(
+                "UPDATE fleets SET applied_revision = ?, applied_version = ?, updated_at = ? WHERE name = ?",
+                (revision, snapshot.version, time.time(), fleet),
+            )
+
+    def finish_rollout(
+        self, fleet: str, revision: str, kind: str, result: str, reason: str, started_at: float,
+        details: dict[str, Any],
+    ) -> None:  # fmt: skip
+        """Record the outcome: a success becomes the last good; a revert quarantines the revision."""
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._put_snapshot(snapshot)
-                self._db.execute(
-                    "INSERT OR REPLACE INTO fleets (name, applied_revision, applied_version, last_good_revision, "
-                    "last_good_version, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (fleet, revision, snapshot.version, revision, snapshot.version, now),
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT version FROM rollouts WHERE fleet = ? AND revision = ?", (fleet, revision)
+            ).fetchone()
+            db.execute("DELETE FROM rollouts WHERE fleet = ? AND revision = ?", (fleet, revision))
+            if result == "Succeeded" and row is not None:
+                db.execute(
+                    "UPDATE fleets SET last_good_revision = ?, last_good_version = ?, quarantined_revision = '', "
+                    "updated_at = ? WHERE name = ?",
+                    (revision, row[0], now, fleet),
                 )
-                if changed:
-                    self._add_history(fleet, revision, "Succeeded", "", started_at, now)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            elif result in ("Reverted", "Superseded"):
+                db.execute(
+                    "UPDATE fleets SET applied_revision = last_good_revision, applied_version = last_good_version, "
+                    "updated_at = ? WHERE name = ?",
+                    (now, fleet),
+                )
+                if result == "Reverted":
+                    db.execute("UPDATE fleets SET quarantined_revision = ? WHERE name = ?", (revision, fleet))
+            self._add_history(db, fleet, revision, kind, result, reason, started_at, now, details)
 
-    def record_rejected(self, fleet: str, revision: str, reason: str, started_at: float) -> None:
+    def interrupted_rollouts(self) -> list[InFlight]:
         with self._lock:
-            self._add_history(fleet, revision, "Rejected", reason, started_at, time.time())
+            rows = self._db.execute("SELECT fleet, revision, version, kind, started_at FROM rollouts").fetchall()
+        return [InFlight(*row) for row in rows]
+
+    def mark_unchanged(self, fleet: str, revision: str) -> None:
+        """A revision that leaves this fleet's config as it is: it is applied (and good) without a rollout."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE fleets SET applied_revision = ?, last_good_revision = CASE WHEN applied_version = "
+                "last_good_version THEN ? ELSE last_good_revision END, updated_at = ? WHERE name = ?",
+                (revision, revision, time.time(), fleet),
+            )
+
+    def record_rejected(
+        self, fleet: str, revision: str, reason: str, started_at: float, details: dict[str, Any]
+    ) -> None:
+        with self._transaction() as db:
+            self._ensure_fleet(db, fleet)
+            db.execute("UPDATE fleets SET quarantined_revision = ? WHERE name = ?", (revision, fleet))
+            self._add_history(db, fleet, revision, "rejected", "Rejected", reason, started_at, time.time(), details)
 
     def _add_history(
-        self, fleet: str, revision: str, result: str, reason: str, started: float, finished: float
-    ) -> None:
-        self._db.execute(
-            "INSERT INTO history (fleet, revision, result, reason, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (fleet, revision, result, reason, started, finished),
+        self, db: sqlite3.Connection, fleet: str, revision: str, kind: str, result: str, reason: str,
+        started: float, finished: float, details: dict[str, Any],
+    ) -> None:  # fmt: skip
+        db.execute(
+            "INSERT INTO history (fleet, revision, kind, result, reason, started_at, finished_at, details) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (fleet, revision, kind, result, reason, started, finished, json.dumps(details, sort_keys=True)),
         )
 
     def forget_fleet(self, fleet: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM fleets WHERE name = ?", (fleet,))
+        with self._transaction() as db:
+            db.execute("DELETE FROM rollouts WHERE fleet = ?", (fleet,))
+            db.execute("DELETE FROM fleets WHERE name = ?", (fleet,))
 
     def fleets(self) -> list[FleetRecord]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT name, applied_revision, applied_version, last_good_revision, last_good_version "
-                "FROM fleets ORDER BY name"
+                "SELECT name, applied_revision, applied_version, last_good_revision, last_good_version, "
+                "quarantined_revision FROM fleets ORDER BY name"
             ).fetchall()
         return [FleetRecord(*row) for row in rows]
 
     def history(self, fleet: str, limit: int = 20) -> list[HistoryEntry]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT fleet, revision, result, reason, started_at, finished_at FROM history "
+                "SELECT fleet, revision, kind, result, reason, started_at, finished_at, details FROM history "
                 "WHERE fleet = ? ORDER BY id DESC LIMIT ?",
                 (fleet, limit),
             ).fetchall()
-        return [HistoryEntry(*row) for row in rows]
+        return [
+            HistoryEntry(fleet, revision, kind, result, reason, started, finished, json.loads(details))
+            for fleet, revision, kind, result, reason, started, finished, details in rows
+        ]

@@ -18,16 +18,18 @@ from typing import Any
 
 import grpc
 import structlog
+from envoy.config.listener.v3 import listener_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2, json_format
 
-from reconciler.translate.snapshot import PUSH_ORDER, WILDCARD_TYPES, Snapshot
+from reconciler.translate.snapshot import LISTENER, PUSH_ORDER, WILDCARD_TYPES, Snapshot
 from reconciler.xds.streams import NodeStream, TypeState
 
 log = structlog.get_logger("reconciler.xds")
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 _BODY_CACHE_ENTRIES = 256
+DEFAULT_BIND_PREFIX = "0.0.0.0_"
 _SNAPSHOT_CHANGED = object()
 _END = object()
 
@@ -61,7 +63,7 @@ class AdsServer:
         self._streams: dict[int, tuple[NodeStream, asyncio.Queue[Any]]] = {}
         self._ids = itertools.count(1)
         self._listeners: list[Listener] = []
-        self._bodies: OrderedDict[tuple[str, str, frozenset[str] | None], bytes] = OrderedDict()
+        self._bodies: OrderedDict[tuple[str, str, frozenset[str] | None, str], bytes] = OrderedDict()
 
     # ------------------------------------------------------------------ control (event loop only)
 
@@ -83,6 +85,12 @@ class AdsServer:
         else:
             self._node_snapshots[(fleet, node)] = snapshot
         self._notify(lambda s: s.fleet == fleet and s.node_id == node)
+
+    def clear_node_snapshots(self, fleet: str) -> None:
+        """Drop every per-node override of `fleet`: all its nodes get the fleet's snapshot again."""
+        for key in [k for k in self._node_snapshots if k[0] == fleet]:
+            del self._node_snapshots[key]
+        self._notify(lambda s: s.fleet == fleet)
 
     def fleet_snapshot(self, fleet: str) -> Snapshot | None:
         return self._fleet_snapshots.get(fleet)
@@ -269,14 +277,18 @@ class AdsServer:
 
     def _response(self, stream: NodeStream, type_url: str, state: TypeState) -> bytes:
         version = stream.snapshot.type_versions[type_url]
-        body = self._body(stream.snapshot, type_url, state.names)
+        body = self._body(stream, type_url, state.names)
         state.sent_version, state.nonce = version, stream.next_nonce()
         # Protobuf messages concatenate: the shared body plus this stream's nonce is one DiscoveryResponse.
         nonce: bytes = discovery_pb2.DiscoveryResponse(nonce=state.nonce).SerializeToString()
         return body + nonce
 
-    def _body(self, snapshot: Snapshot, type_url: str, names: frozenset[str] | None) -> bytes:
-        key = (type_url, snapshot.type_versions[type_url], names)
+    def _body(self, stream: NodeStream, type_url: str, names: frozenset[str] | None) -> bytes:
+        snapshot = stream.snapshot
+        # A node may ask its default listeners to bind its own address (node.metadata.listen_address):
+        # several fleet members on one host. Only listener bodies differ, once per distinct address.
+        rebind = stream.listen_address if type_url == LISTENER else ""
+        key = (type_url, snapshot.type_versions[type_url], names, rebind)
         body = self._bodies.get(key)
         if body is not None:
             self._bodies.move_to_end(key)
@@ -286,14 +298,25 @@ class AdsServer:
         response = discovery_pb2.DiscoveryResponse(
             version_info=key[1],
             type_url=type_url,
-            resources=[any_pb2.Any(type_url=type_url, value=r.body) for r in chosen],
-        )
+            resources=[any_pb2.Any(type_url=type_url, value=_rebound(r.body, rebind) if rebind else r.body)
+                       for r in chosen],
+        )  # fmt: skip
         response.control_plane.identifier = self._identifier
         body = bytes(response.SerializeToString())
         self._bodies[key] = body
         if len(self._bodies) > _BODY_CACHE_ENTRIES:
             self._bodies.popitem(last=False)
         return body
+
+
+def _rebound(listener_body: bytes, address: str) -> bytes:
+    """The listener bound to `address` if it has the default bind (named `0.0.0.0_<port>` as istiod names it);
+    a Gateway server's explicit `bind` is kept."""
+    listener = listener_pb2.Listener.FromString(listener_body)
+    if not listener.name.startswith(DEFAULT_BIND_PREFIX):
+        return listener_body
+    listener.address.socket_address.address = address
+    return bytes(listener.SerializeToString(deterministic=True))
 
 
 async def start_grpc_server(ads: AdsServer, listen: str) -> tuple[grpc.aio.Server, int]:

@@ -50,13 +50,31 @@ class NodeStream:
     def admin_url(self) -> str:
         return str(self.metadata.get("admin_url", ""))
 
+    @property
+    def listen_address(self) -> str:
+        return str(self.metadata.get("listen_address", ""))
+
     def state(self) -> NodeState:
         subscribed = [(t, s) for t, s in self.types.items() if s.subscribed]
         if any(s.nacked_version and s.nacked_version == s.sent_version for _, s in subscribed):
             return NodeState.NACKED
-        if subscribed and all(s.acked_version == self.snapshot.type_versions[t] for t, s in subscribed):
+        if subscribed and all(
+            s.acked_version == self.snapshot.type_versions[t] or self._nothing_to_deliver(t, s) for t, s in subscribed
+        ):
             return NodeState.SYNCED
         return NodeState.STALE
+
+    def _nothing_to_deliver(self, type_url: str, state: TypeState) -> bool:
+        """A by-name type (EDS, RDS, SDS) whose names the snapshot has none of cannot lag behind it.
+
+        Envoy sends no ACK for a type it no longer watches (its last cluster or listener went away), and the
+        request that dropped the names may carry a stale nonce and be ignored; waiting for that ACK would
+        leave the node STALE forever.
+        """
+        if state.names is None:
+            return False
+        resources = self.snapshot.of_type(type_url)
+        return not any(name in resources for name in state.names)
 
     def refresh_synced(self) -> None:
         if self.state() is NodeState.SYNCED:

@@ -1,4 +1,4 @@
-"""The state store: snapshots survive a reopen byte for byte; history is kept in order."""
+"""The state store: snapshots survive a reopen byte for byte; rollouts move last good; history is ordered."""
 
 from __future__ import annotations
 
@@ -10,29 +10,42 @@ from envoy.config.listener.v3 import listener_pb2
 from reconciler.state import StateStore
 from reconciler.translate.snapshot import Snapshot
 
+ONE = Snapshot.build([cluster_pb2.Cluster(name="c1"), listener_pb2.Listener(name="l")])
+TWO = Snapshot.build([cluster_pb2.Cluster(name="c2"), listener_pb2.Listener(name="l")])
 
-def test_snapshot_and_fleet_survive_reopen(tmp_path: Path) -> None:
-    one = Snapshot.build([cluster_pb2.Cluster(name="c1"), listener_pb2.Listener(name="l")])
-    two = Snapshot.build([cluster_pb2.Cluster(name="c2"), listener_pb2.Listener(name="l")])
+
+def test_rollouts_move_last_good_and_survive_reopen(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
-    store.record_applied("edge", "sha1", one, started_at=1.0)
-    store.record_applied("edge", "sha2", two, started_at=2.0)
-    store.record_applied("edge", "sha3", two, started_at=3.0, changed=False)
-    store.record_rejected("edge", "sha4", "bad yaml", started_at=4.0)
+    store.begin_rollout("edge", "sha1", ONE, "rollout", started_at=1.0)
+    store.finish_rollout("edge", "sha1", "rollout", "Succeeded", "", 1.0, {"waves": []})
+    store.begin_rollout("edge", "sha2", TWO, "rollout", started_at=2.0)
+    store.finish_rollout("edge", "sha2", "rollout", "Reverted", "5xx over budget", 2.0, {})
+    store.mark_unchanged("edge", "sha3")
+    store.record_rejected("edge", "sha4", "bad yaml", 4.0, {"findings": []})
     store.set_meta("last_seen_head", "sha4")
     store.close()
 
     reopened = StateStore(tmp_path)
     (record,) = reopened.fleets()
-    assert (record.applied_revision, record.applied_version) == ("sha3", two.version)
-    loaded = reopened.load_snapshot(record.applied_version)
-    assert loaded is not None and loaded.version == two.version
-    assert [r.body for r in loaded.all_resources()] == [r.body for r in two.all_resources()]
-    assert reopened.load_snapshot(one.version) is not None  # older snapshots stay for rollbacks
-    assert [(h.revision, h.result) for h in reopened.history("edge")] == [
-        ("sha4", "Rejected"),
-        ("sha2", "Succeeded"),
-        ("sha1", "Succeeded"),
+    assert (record.last_good_revision, record.last_good_version) == ("sha3", ONE.version)
+    assert (record.applied_revision, record.applied_version) == ("sha3", ONE.version)
+    assert record.quarantined_revision == "sha4"
+    loaded = reopened.load_snapshot(record.last_good_version)
+    assert loaded is not None and [r.body for r in loaded.all_resources()] == [r.body for r in ONE.all_resources()]
+    assert reopened.load_snapshot(TWO.version) is not None  # kept: a restart may need to resume it
+    assert [(h.revision, h.kind, h.result) for h in reopened.history("edge")] == [
+        ("sha4", "rejected", "Rejected"),
+        ("sha2", "rollout", "Reverted"),
+        ("sha1", "rollout", "Succeeded"),
     ]
+    assert reopened.history("edge")[1].reason == "5xx over budget"
     assert reopened.get_meta("last_seen_head") == "sha4"
     assert reopened.load_snapshot("unknown") is None
+
+
+def test_an_unfinished_rollout_is_found_after_a_crash(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.begin_rollout("edge", "sha1", ONE, "rollout", started_at=1.0)
+    store.close()  # no finish_rollout: the daemon died
+    (inflight,) = StateStore(tmp_path).interrupted_rollouts()
+    assert (inflight.fleet, inflight.revision, inflight.version) == ("edge", "sha1", ONE.version)

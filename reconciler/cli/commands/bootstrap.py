@@ -18,12 +18,18 @@ def register(sub: Any) -> None:
     parser.add_argument("--xds-address", required=True, help="HOST:PORT of the daemon's ADS listener")
     parser.add_argument("--admin-port", required=True, type=int)
     parser.add_argument("--admin-address", default="127.0.0.1")
+    parser.add_argument(
+        "--listen-address", default="", help="bind this node's gateway listeners here (several nodes on one host)"
+    )
     parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
     try:
-        config = envoy_bootstrap(args.fleet, args.node_id, args.xds_address, args.admin_port, args.admin_address)
+        config = envoy_bootstrap(
+            args.fleet, args.node_id, args.xds_address, args.admin_port, args.admin_address,
+            listen_address=args.listen_address,
+        )  # fmt: skip
     except ValueError as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return 2
