@@ -255,7 +255,7 @@ class Daemon:
         kind = "rollback" if target.version == fleet.last_good.version else "rollout"
         fleet.applied_revision, fleet.applied_version = sha, target.version
         self._revisions[target.version] = sha
-        await self.rollouts.start(name, sha, target, fleet.last_good, policy, kind)
+        await self.rollouts.start(name, sha, target, fleet.last_good, policy, kind, result.manifests)
         task, rollout = self.rollouts.active[name]
         task.add_done_callback(lambda _: self._after_rollout(name, rollout.revision, target))
 

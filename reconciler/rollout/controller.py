@@ -54,13 +54,16 @@ class RolloutController:
         target: Snapshot,
         last_good: Snapshot,
         on_change: Callable[[Rollout], None] = lambda _: None,
+        explain: Callable[[str, str], str] = lambda type_url, error: "",
     ) -> None:
+        """`explain(type_url, error)` names what a rejection points at (see `attribution.py`)."""
         self.ads = ads
         self.rollout = rollout
         self.policy = policy
         self.target = target
         self.last_good = last_good
         self._on_change = on_change
+        self._explain = explain
         self._touched: list[str] = []
         self._log = log.bind(fleet=rollout.fleet, revision=rollout.revision[:12])
 
@@ -132,7 +135,10 @@ class RolloutController:
                 stream = self._stream(node)
                 if stream is not None and stream.snapshot.version == snapshot.version:
                     if stream.state() is NodeState.NACKED:
-                        errors = "; ".join(f"{t.rsplit('.', 1)[-1]}: {e.strip()}" for t, e in stream.errors().items())
+                        errors = "; ".join(
+                            f"{t.rsplit('.', 1)[-1]}: {e.strip()}{self._explain(t, e)}"
+                            for t, e in stream.errors().items()
+                        )
                         self.rollout.unhealthy[node] = "NACKED"
                         raise WaveFailed(FailureKind.NACK, f"node {node} rejected revision {revision[:12]}: {errors}")
                     if stream.synced_version == snapshot.version:

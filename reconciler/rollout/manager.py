@@ -9,7 +9,9 @@ import time
 import structlog
 
 from reconciler.api.metrics import Metrics
+from reconciler.manifests.loader import ManifestSet
 from reconciler.manifests.model import RolloutPolicy
+from reconciler.rollout.attribution import attribute_rejection
 from reconciler.rollout.controller import RolloutController
 from reconciler.rollout.model import Result, Rollout
 from reconciler.state import StateStore
@@ -32,13 +34,18 @@ class RolloutManager:
         return entry[1] if entry else None
 
     async def start(
-        self, fleet: str, revision: str, target: Snapshot, last_good: Snapshot, policy: RolloutPolicy, kind: str
-    ) -> None:
+        self, fleet: str, revision: str, target: Snapshot, last_good: Snapshot, policy: RolloutPolicy, kind: str,
+        manifests: ManifestSet | None = None,
+    ) -> None:  # fmt: skip
         """Begin moving `fleet` to `target`; a rollout already running for it is superseded first."""
         await self.cancel(fleet)
         rollout = Rollout(fleet, revision, target.version, kind=kind)
         await asyncio.to_thread(self.store.begin_rollout, fleet, revision, target, kind, rollout.started_at)
-        controller = RolloutController(self.ads, rollout, policy, target, last_good)
+
+        def explain(type_url: str, error: str) -> str:
+            return attribute_rejection(type_url, error, target, last_good, manifests) if manifests else ""
+
+        controller = RolloutController(self.ads, rollout, policy, target, last_good, explain=explain)
         task = asyncio.create_task(self._run(controller), name=f"rollout-{fleet}")
         self.active[fleet] = (task, rollout)
         self.last[fleet] = rollout

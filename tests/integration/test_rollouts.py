@@ -191,6 +191,8 @@ def test_nacked_change_is_reverted_and_never_leaves_wave_one(
         entry = wait_for(lambda: finished(daemon, bad), timeout=30, what="the bad revision's verdict")
         assert entry["result"] == "Reverted"
         assert "gw-1 rejected revision" in entry["reason"] and "missing )" in entry["reason"]
+        # Attributed: the route configuration, and the VirtualService with its file and line.
+        assert f"RouteConfiguration http.{port}; VirtualService default/shop at routes.yaml:2:1" in entry["reason"]
         assert [w["state"] for w in entry["waves"]] == ["Failed", "Pending"]  # wave 2 never started
         fleet = daemon.fleet("edge")
         assert fleet["quarantined_revision"] == bad and fleet["last_good_revision"] == good
@@ -324,3 +326,24 @@ def test_envoy_restarted_mid_rollout_rejoins_with_the_right_snapshot(
     entry = wait_for(lambda: finished(daemon, new), timeout=30, what="the rollout's verdict")
     assert entry["result"] == "Succeeded"
     wait_for(lambda: answer(port, "gw-3") == (200, "b"), what="gw-3 on the new revision after wave 2")
+
+
+def test_newer_commit_supersedes_a_rollout_in_flight(
+    remote: GitRemote, upstreams: dict[str, EchoServer], start_daemon: Callable[..., DaemonProcess],
+    fleet_envoys: Callable[[int], dict[str, EnvoyProcess]],
+) -> None:  # fmt: skip
+    port = free_port()
+    repo = Repo(remote, port, upstreams, "{waves: [1, 100%], bake: 3s, ackTimeout: 10s}")
+    good = repo.route("a")
+    daemon = start_daemon(remote.url)
+    fleet_envoys(daemon.xds_port)
+    wait_for(lambda: nodes_on(daemon, good), what="all nodes on the good revision")
+    middle = repo.route("b")
+    wait_for(lambda: rollout_state(daemon) == (middle, "Baking", 1), what="wave 1 baking")
+    newest = repo.route("a", match="{uri: {prefix: /}}")
+    entry = wait_for(lambda: finished(daemon, newest), timeout=30, what="the newest revision's rollout")
+    assert entry["result"] == "Succeeded"
+    history = [(h["revision"], h["result"]) for h in daemon.fleet("edge")["history"]]
+    assert (middle, "Superseded") in history
+    wait_for(lambda: nodes_on(daemon, newest), what="every node on the newest revision")
+    assert all(answer(port, node) == (200, "a") for node in NODES)
