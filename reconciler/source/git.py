@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import os
 import posixpath
-import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 from git import Repo
 from git.cmd import Git
 from git.exc import GitCommandError, GitCommandNotFound, InvalidGitRepositoryError, NoSuchPathError
 from git.objects import Blob, Tree
+
+from reconciler.redact import redact_text, redact_url, url_secrets
 
 __all__ = ["Commit", "GitSource", "SourceError", "read_tree_at", "redact_url", "resolve_at"]
 
@@ -43,10 +43,6 @@ _GIT_ENV: Final = {"GIT_TERMINAL_PROMPT": "0", "GCM_INTERACTIVE": "never"}
 _FILE_TYPE_MASK: Final = 0o170000
 _REGULAR_FILE: Final = 0o100000  # 100644 and 100755; symlinks are 120000, submodules (gitlinks) 160000
 
-# scheme://userinfo@host... anywhere in a text (git quotes URLs in its errors).
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s'\"]*@")
-# Userinfo parts at least this long are also scrubbed as bare strings (tokens are long; "git" is not).
-_MIN_SECRET_LEN: Final = 6
 _MAX_DETAIL_LEN: Final = 300
 
 
@@ -62,39 +58,8 @@ class Commit:
     committed_at: int  # unix seconds, committer date
 
 
-def redact_url(url: str) -> str:
-    """The URL without its userinfo (`https://user:token@host/x` → `https://host/x`)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return _URL_USERINFO.sub(r"\g<scheme>", url)
-    if not parts.scheme or "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
-def _secrets_of(url: str) -> list[str]:
-    """Userinfo pieces of a URL worth scrubbing from free text, raw and percent-decoded."""
-    try:
-        netloc = urlsplit(url).netloc
-    except ValueError:
-        return []
-    userinfo = netloc.rpartition("@")[0]
-    if not userinfo:
-        return []
-    pieces = {userinfo, unquote(userinfo)}
-    for part in userinfo.split(":"):
-        pieces.update({part, unquote(part)})
-    # Longest first, so a full "user:token" goes before its "token" part.
-    return sorted((p for p in pieces if len(p) >= _MIN_SECRET_LEN), key=len, reverse=True)
-
-
 def _scrub(text: str, url: str | None = None) -> str:
-    text = _URL_USERINFO.sub(r"\g<scheme>", text)
-    if url is not None:
-        for secret in _secrets_of(url):
-            text = text.replace(secret, "***")
-    return text
+    return redact_text(text, url_secrets(url) if url is not None else ())
 
 
 def _normalize_path(path: str) -> str:
