@@ -7,6 +7,8 @@ import sys
 
 import structlog
 
+from reconciler.redact import default_redactor
+
 
 def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
@@ -23,6 +25,7 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            default_redactor,  # tokens, keys and URL credentials never reach a log line
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

@@ -94,7 +94,11 @@ class GitRemote:
 class DaemonProcess:
     """`reconciler run` as a real subprocess in its own process group."""
 
-    def __init__(self, workdir: Path, repo_url: str, poll: str = "300ms", xds_port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, repo_url: str, poll: str = "300ms", xds_port: int | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        """`extra` adds config sections (merged one level deep), e.g. {"webhook": {...}, "api": {"auth": ...}}."""
         self.workdir = workdir
         self.xds_port = xds_port or free_port()
         self.api_port = free_port()
@@ -108,8 +112,11 @@ class DaemonProcess:
             "envoy": {"bind_address": LOOPBACK},
             "log": {"format": "json", "level": "info"},
         }
+        for section, values in (extra or {}).items():
+            config[section] = {**config.get(section, {}), **values}
         self.config_path.write_text(yaml.safe_dump(config))
         self.process: subprocess.Popen[bytes] | None = None
+        self.headers: dict[str, str] = {}  # e.g. an Authorization header when the API requires a token
 
     @property
     def api(self) -> str:
@@ -134,7 +141,7 @@ class DaemonProcess:
         return requests.get(f"{self.api}/healthz", timeout=1).status_code == 200
 
     def status(self) -> dict[str, Any]:
-        response = requests.get(f"{self.api}/api/v1/status", timeout=5)
+        response = requests.get(f"{self.api}/api/v1/status", headers=self.headers, timeout=5)
         response.raise_for_status()
         payload: dict[str, Any] = response.json()
         return payload

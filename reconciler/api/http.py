@@ -6,6 +6,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from reconciler.api.auth import auth_middleware
+from reconciler.api.webhooks import WEBHOOK_PATH, webhook_handler
+
 if TYPE_CHECKING:
     from reconciler.daemon.app import Daemon
 
@@ -13,7 +16,10 @@ if TYPE_CHECKING:
 class ApiServer:
     def __init__(self, daemon: Daemon) -> None:
         self._daemon = daemon
-        app = web.Application(client_max_size=1024 * 1024)
+        middlewares = [auth_middleware(daemon.tokens)] if daemon.tokens is not None else []
+        app = web.Application(client_max_size=1024 * 1024, middlewares=middlewares)
+        if daemon.webhook is not None:
+            app.router.add_post(WEBHOOK_PATH, webhook_handler(daemon.webhook, daemon.on_webhook))
         app.add_routes(
             [
                 web.get("/healthz", self._healthz),

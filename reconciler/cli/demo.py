@@ -17,12 +17,13 @@ from pathlib import Path
 from reconciler.cli.localrun import LOOPBACK, EchoServer, EnvoyProcess
 from reconciler.daemon.app import Daemon
 from reconciler.daemon.config import (
+    ApiSettings,
     DaemonConfig,
     EnvoySettings,
-    ListenSettings,
     LogSettings,
     RepoSettings,
     StateSettings,
+    XdsSettings,
 )
 from reconciler.logging import configure_logging
 from reconciler.manifests.durations import Duration
@@ -106,8 +107,8 @@ def run_demo(workdir: Path | None, ports: DemoPorts) -> int:
     configure_logging("console", "info")
     config = DaemonConfig(
         repo=RepoSettings(url=f"file://{bare}", branch="main", path=".", poll_interval=Duration.parse("2s")),
-        xds=ListenSettings(f"{LOOPBACK}:{ports.xds}"),
-        api=ListenSettings(f"{LOOPBACK}:{ports.api}"),
+        xds=XdsSettings(f"{LOOPBACK}:{ports.xds}"),
+        api=ApiSettings(f"{LOOPBACK}:{ports.api}"),
         state=StateSettings(str(base / "state")),
         envoy=EnvoySettings(bind_address=LOOPBACK),
         log=LogSettings("console", "info"),

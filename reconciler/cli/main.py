@@ -9,9 +9,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from reconciler.cli.commands import bootstrap, demo, history, render, run, status, validate
+from reconciler.cli.commands import bootstrap, demo, history, plan, render, run, status, validate
 
-COMMANDS = (run, validate, render, bootstrap, status, history, demo)
+COMMANDS = (run, validate, plan, render, bootstrap, status, history, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

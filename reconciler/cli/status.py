@@ -8,22 +8,33 @@ from typing import Any
 
 import requests
 
+from reconciler.api.auth import authorization_header
 
-def fetch_json(api: str, path: str, timeout: float = 5.0) -> dict[str, Any]:
+
+def fetch_json(api: str, path: str, token: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
     try:
-        response = requests.get(f"{api.rstrip('/')}{path}", timeout=timeout)
+        response = requests.get(f"{api.rstrip('/')}{path}", headers=authorization_header(token), timeout=timeout)
     except requests.RequestException as exc:
         raise OSError(str(exc)) from None
+    if response.status_code in (401, 403):
+        raise PermissionError(f"{_error_text(response)} (see --token-file / RECONCILER_TOKEN)")
     if response.status_code == 404:
-        raise LookupError(response.json().get("error", "not found"))
+        raise LookupError(_error_text(response))
     if not response.ok:
         raise OSError(f"HTTP {response.status_code}: {response.text[:200]}")
     payload: dict[str, Any] = response.json()
     return payload
 
 
-def fetch_status(api: str, timeout: float = 5.0) -> dict[str, Any]:
-    return fetch_json(api, "/api/v1/status", timeout)
+def _error_text(response: requests.Response) -> str:
+    try:
+        return str(response.json().get("error", response.reason))
+    except ValueError:
+        return response.text[:200] or str(response.reason)
+
+
+def fetch_status(api: str, token: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
+    return fetch_json(api, "/api/v1/status", token, timeout)
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -73,16 +84,14 @@ def format_history(fleet: str, history: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def watch(api: str, interval: float, iterations: int | None = None) -> None:
-    """Redraw the status until interrupted (Ctrl-C) or `iterations` redraws."""
-    count = 0
-    while iterations is None or count < iterations:
+def watch(api: str, token: str | None, interval: float) -> None:
+    """Redraw the status until interrupted (Ctrl-C)."""
+    while True:
         try:
-            text = format_status(fetch_status(api))
+            text = format_status(fetch_status(api, token))
         except OSError as exc:
             text = f"cannot reach the daemon API at {api}: {exc}"
         print("\033[2J\033[H" + text, flush=True)
-        count += 1
         time.sleep(interval)
 
 

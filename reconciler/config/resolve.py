@@ -7,6 +7,7 @@ from collections import defaultdict
 from typing import Any
 
 from reconciler.config import hosts
+from reconciler.config.delegates import merge_delegates
 from reconciler.config.model import (
     BoundServer,
     FleetConfig,
@@ -42,11 +43,14 @@ def resolve(manifests: ManifestSet, domain_suffix: str = hosts.DEFAULT_DOMAIN_SU
         # Istio's tie-breakers: a VS's place never depends on file names or on the order of documents.
         key=lambda vs: (vs.resource.name, vs.resource.namespace),
     )
+    # Roots get their delegates' rules; only routable VSs bind to servers (virtual_services keeps them all).
+    routable, delegate_findings = merge_delegates(virtual_services)
+    findings.extend(delegate_findings)
     services = _services(manifests.of_kind("ServiceEntry"), findings)
     destination_rules = _destination_rules(manifests.of_kind("DestinationRule"), domain_suffix)
     fleets = {}
     for fleet in sorted(manifests.of_kind("Fleet"), key=lambda r: r.name):
-        fleets[fleet.name] = _fleet(fleet, gateways, virtual_services)
+        fleets[fleet.name] = _fleet(fleet, gateways, routable)
     return ResolvedConfig(fleets, services, destination_rules, tuple(virtual_services), tuple(findings))
 
 

@@ -12,16 +12,19 @@ import signal
 import threading
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from reconciler.api.auth import Scope, TokenFile, TokenSet, load_tokens
 from reconciler.api.http import ApiServer
 from reconciler.api.metrics import Metrics
+from reconciler.api.webhooks import PushEvent, WebhookLimits, WebhookVerifier
 from reconciler.daemon.config import DaemonConfig
 from reconciler.diagnostics import Finding
 from reconciler.pipeline import Build, build
@@ -29,10 +32,13 @@ from reconciler.rollout.controller import revert_snapshot
 from reconciler.rollout.manager import RolloutManager
 from reconciler.rollout.model import Result
 from reconciler.source import GitSource, SourceError
+from reconciler.source.credentials import LoadedCredentials, fingerprint, load_credentials
+from reconciler.source.signatures import SignatureError, TrustedKeys, unverified_commits
 from reconciler.state import FleetRecord, StateStore
 from reconciler.translate import TranslateOptions
 from reconciler.translate.snapshot import Snapshot
 from reconciler.xds import AdsServer, NodeState, NodeStream, XdsEvent, start_grpc_server
+from reconciler.xds.security import NodeAuthorizer, authorizing_handler, server_credentials
 
 log = structlog.get_logger("reconciler.daemon")
 
@@ -58,9 +64,12 @@ class FleetState:
 @dataclass
 class DaemonStatus:
     head: str = ""
+    head_seen_at: float = 0.0
     last_poll_at: float = 0.0
     last_error: str = ""
     findings: list[Finding] = field(default_factory=list)
+    last_webhook_at: float = 0.0
+    last_webhook_sha: str = ""
 
 
 class Daemon:
@@ -75,6 +84,10 @@ class Daemon:
         self.status = DaemonStatus()
         self.fleets: dict[str, FleetState] = {}
         self.options = TranslateOptions(default_bind=config.envoy.bind_address)
+        self._credentials = LoadedCredentials({}, "")
+        self.tokens: TokenSet | None = self._tokens(config)
+        self.webhook: WebhookVerifier | None = self._webhook(config)
+        self.trust = self._trust(config)
         self.ready = False
         self.ports: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -89,7 +102,9 @@ class Daemon:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self._restore)
-        grpc_server, self.ports["xds"] = await start_grpc_server(self.ads, self.config.xds.listen)
+        grpc_server, self.ports["xds"] = await start_grpc_server(
+            self.ads, self.config.xds.listen, *self._xds_security()
+        )
         api = ApiServer(self)
         self.ports["api"] = await api.start(self.config.api.listen)
         log.info("daemon.started", xds=self.config.xds.listen, api=self.config.api.listen,
@@ -148,6 +163,48 @@ class Daemon:
             self.ready = True
         self.status.head = self.store.get_meta(LAST_SEEN_HEAD) or ""
 
+    # ------------------------------------------------------------------ security set-up (fatal when wrong)
+
+    @staticmethod
+    def _tokens(config: DaemonConfig) -> TokenSet | None:
+        if config.api.auth is None:
+            return None
+        return load_tokens(TokenFile(Path(t.file), Scope(t.scope), t.name) for t in config.api.auth.tokens)
+
+    @staticmethod
+    def _webhook(config: DaemonConfig) -> WebhookVerifier | None:
+        hook = config.webhook
+        if hook is None:
+            return None
+        limits = WebhookLimits(max_body=hook.max_body, rate_per_second=hook.rate_per_second, burst=hook.burst)
+        return WebhookVerifier.from_file(hook.secret_file, config.repo.branch, limits)
+
+    @staticmethod
+    def _trust(config: DaemonConfig) -> TrustedKeys | None:
+        keys = config.repo.verify_signatures
+        if keys is None:
+            return None
+        signers = Path(keys.ssh_allowed_signers) if keys.ssh_allowed_signers else None
+        return TrustedKeys(tuple(Path(k) for k in keys.gpg_keys), signers)
+
+    def _xds_security(self) -> tuple[Any, Any]:
+        tls = self.config.xds.tls
+        if tls is None:
+            return None, None
+        credentials = server_credentials(tls.cert_file, tls.key_file, tls.client_ca_file or None)
+        rules: dict[str, set[str]] = {}
+        for rule in self.config.xds.authorization:
+            rules.setdefault(rule.identity, set()).update(rule.fleets)
+        if not rules:
+            return credentials, None
+        authorizer = NodeAuthorizer(rules)
+        return credentials, lambda handler: authorizing_handler(handler, authorizer)
+
+    def on_webhook(self, push: PushEvent) -> None:
+        """A verified push to our branch: note it (for webhook lag) and poll now."""
+        self.status.last_webhook_at, self.status.last_webhook_sha = time.time(), push.sha
+        self.request_reconcile()
+
     def _fleet_from_record(self, record: FleetRecord) -> FleetState:
         last_good = self.store.load_snapshot(record.last_good_version) if record.last_good_version else None
         state = FleetState(
@@ -187,11 +244,16 @@ class Daemon:
             if local is None:
                 raise
             head, offline = local, True  # resume an interrupted rollout from the mirror; the remote is down
-        if head == self.status.head and not self._resume:
+        credentials_changed = self._refresh_credentials()
+        if head == self.status.head and not self._resume and not credentials_changed:
             return
+        if head != self.status.head:
+            self.status.head_seen_at = time.time()
         self._resume = False
         started = time.time()
         sha = head if offline else self.source.fetch()
+        if self._signatures_refused(sha, started):
+            return
         commit = self.source.commit(sha)
         self.metrics.detection_lag.observe(max(0.0, started - commit.committed_at))
         files = self.source.read_manifests(sha)
@@ -209,6 +271,44 @@ class Daemon:
         self._on_loop(self._known_fleets())
         self.status.head = sha
         self.store.set_meta(LAST_SEEN_HEAD, sha)
+
+    def _refresh_credentials(self) -> bool:
+        """Re-read the secrets folder when its files changed (a cheap stat); True when they did."""
+        if self.config.secrets is None:
+            return False
+        folder = Path(self.config.secrets.dir)
+        if fingerprint(folder) == self._credentials.fingerprint:
+            return False
+        loaded = load_credentials(folder)
+        # A credential caught half-rotated (or broken) keeps its previous material until it reads whole.
+        kept = {n: c for n, c in self._credentials.credentials.items() if n in loaded.problems}
+        for name, problem in loaded.problems.items():
+            log.warning("credentials.unusable", credential=name, problem=problem, kept_previous=name in kept)
+        self._credentials = LoadedCredentials({**loaded.credentials, **kept}, loaded.fingerprint, loaded.problems)
+        self.options = replace(self.options, credentials=self._credentials.credentials)
+        log.info("credentials.loaded", count=len(self._credentials.credentials))
+        return True
+
+    def _signatures_refused(self, sha: str, started: float) -> bool:
+        """With signature checks on, a revision with any commit not signed by a trusted key is rejected."""
+        if self.trust is None:
+            return False
+        previous = self.status.head or None
+        try:
+            bad = unverified_commits(self.source.cache_dir, previous, sha, self.trust)
+            reason = "; ".join(str(c) for c in bad[:5])
+        except SignatureError as exc:
+            bad, reason = [], f"signatures could not be checked: {exc}"
+        if not bad and not reason:
+            return False
+        reason = f"revision {sha[:12]} is not applied: {reason}"
+        for name in sorted(self.fleets):
+            self.store.record_rejected(name, sha, reason, started, {})
+            self._on_loop(self._mark_rejected(name, sha, reason))
+        log.error("revision.unsigned", revision=sha[:12], reason=reason, phase="Rejected")
+        self.status.head = sha
+        self.store.set_meta(LAST_SEEN_HEAD, sha)
+        return True
 
     def _report_errors(self, sha: str, result: Build) -> None:
         errors = [f for f in result.findings if f.is_error]
@@ -291,10 +391,24 @@ class Daemon:
         histories = await asyncio.to_thread(lambda: {n: self.store.history(n) for n in names})
         return {
             "head": self.status.head,
+            "webhook": self._webhook_json(),
             "last_poll_at": self.status.last_poll_at,
             "last_error": self.status.last_error,
             "findings": [f.to_json() for f in self.status.findings[:MAX_REPORTED_FINDINGS]],
             "fleets": [self._fleet_json(self.fleets[n], [h.to_json() for h in histories[n]]) for n in names],
+        }
+
+    def _webhook_json(self) -> dict[str, Any] | None:
+        """Webhook lag: when the last delivery came, and how long after it the daemon saw the head move."""
+        if self.webhook is None:
+            return None
+        status = self.status
+        lag = status.head_seen_at - status.last_webhook_at if status.last_webhook_at and status.head_seen_at else None
+        return {
+            "last_delivery_at": status.last_webhook_at or None,
+            "last_delivery_sha": status.last_webhook_sha,
+            "head_detected_at": status.head_seen_at or None,
+            "lag_seconds": round(lag, 3) if lag is not None and lag >= 0 else None,
         }
 
     async def history_json(self, fleet: str, limit: int) -> list[dict[str, Any]] | None:

@@ -37,7 +37,8 @@ class ManifestSet:
 
 
 def is_manifest_path(path: str) -> bool:
-    return path.endswith(MANIFEST_SUFFIXES)
+    """A YAML file outside hidden folders: `.github/workflows/*.yml` or `.pre-commit-config.yaml` are not manifests."""
+    return path.endswith(MANIFEST_SUFFIXES) and not any(part.startswith(".") for part in path.split("/"))
 
 
 def load_manifests(files: Mapping[str, bytes], lenient: bool = False) -> ManifestSet:
@@ -57,7 +58,8 @@ def load_file(path: str, raw: bytes, lenient: bool = False) -> tuple[list[Resour
         return [], [Finding(Severity.ERROR, code, message, Location(path, line, column))]
 
     if len(raw) > MAX_FILE_BYTES:
-        return problem("file-too-large", f"the file is {len(raw)} bytes; manifests over {MAX_FILE_BYTES} are refused")
+        # Callers may read only the first MAX_FILE_BYTES + 1 bytes of a huge file, so the size is "over", not exact.
+        return problem("file-too-large", f"the file is over {MAX_FILE_BYTES} bytes; manifests that large are refused")
     if b"\x00" in raw:
         return problem("not-text", "the file is binary (it contains NUL bytes), not YAML")
     try:

@@ -324,14 +324,24 @@ class HTTPCookie:
 
 
 @dataclass(frozen=True)
+class RingHash:
+    minimum_ring_size: int = 0
+
+
+@dataclass(frozen=True)
+class MagLev:
+    table_size: int = 0
+
+
+@dataclass(frozen=True)
 class ConsistentHashLB:
     http_header_name: str = ""
     http_cookie: HTTPCookie | None = None
     use_source_ip: bool = False
     http_query_parameter_name: str = ""
     minimum_ring_size: int = 0
-    ring_hash: dict[str, Any] | None = None
-    maglev: dict[str, Any] | None = None
+    ring_hash: RingHash | None = None
+    maglev: MagLev | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ form is accepted too, as istiod does). Unknown keys are errors, unlike istiod wh
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Callable
@@ -109,7 +110,7 @@ class Decoder:
         if not isinstance(value, dict):
             self.report(path, "wrong-type", f"expected a mapping for {cls.__name__}, got {_describe(value)}")
             return MISSING
-        hints = typing.get_type_hints(cls)
+        hints = _type_hints(cls)
         by_key: dict[str, dataclasses.Field[Any]] = {}
         for f in dataclasses.fields(cls):
             by_key[self.key_of(f)] = f
@@ -145,6 +146,12 @@ class Decoder:
         close = _closest(key, choices)
         hint = f"; did you mean {close!r}?" if close else f"; known fields: {', '.join(choices)}"
         self.report(path, "unknown-field", f"{cls.__name__} has no field {key!r}{hint}", severity)
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of a model class (resolving them is slow; big trees decode thousands of objects)."""
+    return typing.get_type_hints(cls)
 
 
 def _pick_union_member(tp: Any, value: Any) -> Any:

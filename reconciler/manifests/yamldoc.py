@@ -24,6 +24,13 @@ Path = tuple[str | int, ...]
 # Node visits allowed per document. Aliases are walked again each time they are referenced, so a bomb of
 # nested aliases hits this limit quickly, while a real manifest stays orders of magnitude below it.
 MAX_NODES_PER_DOCUMENT = 200_000
+# Nesting levels allowed. A manifest nests about 15 deep; the limit keeps the recursive walk far from
+# Python's recursion limit, so a hostile document gets a finding instead of a crash.
+MAX_DEPTH = 100
+
+
+# Collections carry no tag but these; others (e.g. `!!python/object`) would be silently dropped otherwise.
+_PLAIN_COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 
 
 class YamlError(Exception):
@@ -66,7 +73,13 @@ class _Builder:
                 node.start_mark.line + 1,
                 node.start_mark.column + 1,
             )
+        if len(path) > MAX_DEPTH:
+            line, column = _mark(node)
+            raise YamlError(f"the document nests deeper than {MAX_DEPTH} levels; no manifest needs that", line, column)
         self.positions.setdefault(path, _mark(node))
+        if node.tag not in _PLAIN_COLLECTION_TAGS and not isinstance(node, yaml.ScalarNode):
+            line, column = _mark(node)
+            raise YamlError(f"the tag {node.tag!r} is not allowed in a manifest", line, column)
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):

@@ -91,8 +91,11 @@ class StateStore:
     FILENAME = "reconciler.db"
 
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        # The database holds every served resource, TLS private keys from the secrets folder included:
+        # as private as that folder.
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = directory / self.FILENAME
+        self.path.touch(mode=0o600, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")

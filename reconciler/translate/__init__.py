@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 
-from reconciler.config.model import BoundServer, FleetConfig, ResolvedConfig
-from reconciler.diagnostics import Finding, Severity
+from reconciler.config.model import ResolvedConfig
+from reconciler.diagnostics import Finding
 from reconciler.translate.clusters import build_clusters
-from reconciler.translate.listeners import http_listener, listener_name
-from reconciler.translate.routes import build_route_config, route_config_name
+from reconciler.translate.listener_build import FleetContext, build_port
+from reconciler.translate.listener_merge import merge_servers
+from reconciler.translate.secrets import Credential, SecretBook
 from reconciler.translate.snapshot import Snapshot
 
-HTTP_PROTOCOLS = {"HTTP", "HTTP2", "GRPC", "GRPC-WEB"}
+__all__ = ["Credential", "TranslateOptions", "Translation", "translate_fleet"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,10 @@ class TranslateOptions:
     # The address listeners bind when a Gateway server has no `bind`. istiod binds 0.0.0.0; tests and
     # the demo bind 127.0.0.1. Listener names keep istiod's `0.0.0.0_<port>` either way.
     default_bind: str = "0.0.0.0"
+    # TLS key material by credential name, read by the daemon from its secrets folder (never from git).
+    # None where no material exists (`validate`, `render`): listeners still name their SDS Secrets, but no
+    # Secret is emitted and a missing credential is not an error.
+    credentials: Mapping[str, Credential] | None = None
 
 
 @dataclass(frozen=True)
@@ -32,31 +37,9 @@ class Translation:
 
 def translate_fleet(config: ResolvedConfig, fleet: str, options: TranslateOptions | None = None) -> Translation:
     options = options or TranslateOptions()
-    fleet_config = config.fleets[fleet]
-    findings: list[Finding] = []
+    context = FleetContext(config, options.default_bind, SecretBook(options.credentials))
     messages: list[Message] = list(build_clusters(config))
-    for (bind, port), servers in sorted(_servers_by_port(fleet_config, findings).items()):
-        name = listener_name(bind, port)
-        route_name = route_config_name(port, bind)
-        messages.append(http_listener(name, bind or options.default_bind, port, route_name))
-        messages.append(build_route_config(config, route_name, port, servers))
-    return Translation(Snapshot.build(messages), tuple(findings))
-
-
-def _servers_by_port(fleet: FleetConfig, findings: list[Finding]) -> dict[tuple[str, int], list[BoundServer]]:
-    by_port: dict[tuple[str, int], list[BoundServer]] = defaultdict(list)
-    for bound in fleet.servers:
-        protocol = bound.server.port.protocol.upper()
-        if protocol not in HTTP_PROTOCOLS:
-            findings.append(
-                Finding(
-                    Severity.WARNING,
-                    "unsupported-protocol",
-                    f"{protocol} servers are not translated yet; port {bound.server.port.number} is skipped",
-                    bound.location,
-                    bound.gateway.resource.ref,
-                )
-            )
-            continue
-        by_port[(bound.server.bind, bound.server.port.number)].append(bound)
-    return by_port
+    for group in merge_servers(config.fleets[fleet], context.findings):
+        messages.extend(build_port(context, group))
+    messages.extend(context.secrets.resources())
+    return Translation(Snapshot.build(messages), (*context.findings, *context.secrets.findings))

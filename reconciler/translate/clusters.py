@@ -1,66 +1,57 @@
-"""ServiceEntries (+ DestinationRule subsets) → Envoy clusters and their endpoint assignments."""
+"""ServiceEntries + DestinationRules → Envoy clusters and their endpoint assignments.
+
+Like istiod, a gateway gets one cluster per registry service port plus one per DestinationRule subset, each
+with the traffic policy merged for that port and subset (cluster_policy.py).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
-from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
-from envoy.config.core.v3 import address_pb2, protocol_pb2
-from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
-from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from google.protobuf import wrappers_pb2
+from envoy.config.cluster.v3 import cluster_pb2
+from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
-from reconciler.config.model import ResolvedConfig, Service
-from reconciler.manifests.model import ServicePort, WorkloadEntry
-from reconciler.translate.common import ads_source, cluster_name, pack, seconds
+from reconciler.config.model import ResolvedConfig, ResolvedDestinationRule, Service
+from reconciler.manifests.model import ServicePort, TrafficPolicy
+from reconciler.translate.cluster_endpoints import load_assignment, uses_eds
+from reconciler.translate.cluster_lb import apply_load_balancer, apply_outlier_detection
+from reconciler.translate.cluster_policy import effective_policy, rule_for
+from reconciler.translate.cluster_pool import TlsOrigination, apply_connection_pool, apply_http_options, speaks_http2
+from reconciler.translate.cluster_tls import upstream_tls
+from reconciler.translate.common import ads_source, cluster_name, seconds
 
-CONNECT_TIMEOUT_S = 10.0  # istiod's mesh default connectTimeout
-UNLIMITED = 2**32 - 1  # istiod sets every circuit-breaker threshold to this unless a DestinationRule says otherwise
-HTTP2_PROTOCOLS = {"HTTP2", "GRPC", "GRPC-WEB"}
-HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+DNS_REFRESH_S = 60  # istiod's mesh default dnsRefreshRate
 
 
 def build_clusters(config: ResolvedConfig) -> Iterator[Message]:
     """Every registry service per port, plus one cluster per DestinationRule subset (as istiod does)."""
     for host in sorted(config.services):
         service = config.services[host]
-        rule = config.destination_rules.get(host)
+        rule = rule_for(config, host)
         subsets = [(s.name, dict(s.labels)) for s in rule.spec.subsets] if rule else []
         for port in service.ports:
             for subset, labels in [("", {}), *subsets]:
                 name = cluster_name(port.number, subset, host)
-                yield _cluster(name, service, port, labels)
-                if _uses_eds(service):
-                    yield _load_assignment(name, service, port, labels)
+                policy = effective_policy(rule.spec if rule else None, subset, port.number)
+                cluster = _cluster(name, service, port, labels, policy)
+                if rule is not None:
+                    _tag(cluster, rule, subset)
+                yield cluster
+                if uses_eds(service):
+                    yield load_assignment(name, service, port, labels)
 
 
-def _uses_eds(service: Service) -> bool:
-    # Gateways turn resolution NONE into EDS too (istiod: "gateways fall back to EDS").
-    return service.resolution in ("STATIC", "NONE")
-
-
-def _cluster(name: str, service: Service, port: ServicePort, labels: dict[str, str]) -> cluster_pb2.Cluster:
-    cluster = cluster_pb2.Cluster(
-        name=name,
-        connect_timeout=seconds(CONNECT_TIMEOUT_S),
-        lb_policy=cluster_pb2.Cluster.LEAST_REQUEST,
-        circuit_breakers=circuit_breaker_pb2.CircuitBreakers(
-            thresholds=[
-                circuit_breaker_pb2.CircuitBreakers.Thresholds(
-                    max_connections=wrappers_pb2.UInt32Value(value=UNLIMITED),
-                    max_pending_requests=wrappers_pb2.UInt32Value(value=UNLIMITED),
-                    max_requests=wrappers_pb2.UInt32Value(value=UNLIMITED),
-                    max_retries=wrappers_pb2.UInt32Value(value=UNLIMITED),
-                    track_remaining=True,
-                )
-            ]
-        ),
-    )
-    if _uses_eds(service):
+def _cluster(
+    name: str, service: Service, port: ServicePort, labels: Mapping[str, str], policy: TrafficPolicy | None
+) -> cluster_pb2.Cluster:
+    cluster = cluster_pb2.Cluster(name=name)
+    if uses_eds(service):
         cluster.type = cluster_pb2.Cluster.EDS
         cluster.eds_cluster_config.eds_config.CopyFrom(ads_source())
     else:
+        # DNS resolves every endpoint and spreads over all answers; DNS_ROUND_ROBIN keeps one connection
+        # target at a time (istiod's convertResolution).
         cluster.type = (
             cluster_pb2.Cluster.LOGICAL_DNS
             if service.resolution == "DNS_ROUND_ROBIN"
@@ -68,40 +59,29 @@ def _cluster(name: str, service: Service, port: ServicePort, labels: dict[str, s
         )
         cluster.dns_lookup_family = cluster_pb2.Cluster.V4_ONLY
         cluster.respect_dns_ttl = True
-        cluster.dns_refresh_rate.CopyFrom(seconds(60))
-        cluster.load_assignment.CopyFrom(_load_assignment(name, service, port, labels))
-    if (port.protocol or "").upper() in HTTP2_PROTOCOLS:
-        options = http_protocol_options_pb2.HttpProtocolOptions(
-            explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
-                http2_protocol_options=protocol_pb2.Http2ProtocolOptions()
-            )
-        )
-        cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(pack(options))
+        cluster.dns_refresh_rate.CopyFrom(seconds(DNS_REFRESH_S))
+        cluster.load_assignment.CopyFrom(load_assignment(name, service, port, labels))
+    pool = policy.connection_pool if policy else None
+    apply_connection_pool(cluster, pool)
+    apply_load_balancer(cluster, policy.load_balancer if policy else None)
+    apply_outlier_detection(cluster, policy.outlier_detection if policy else None)
+    http2 = speaks_http2(port, pool)
+    tls = upstream_tls(policy.tls if policy else None, service.source.spec.subject_alt_names, http2)
+    if tls is not None:
+        cluster.transport_socket.CopyFrom(tls.socket)
+    apply_http_options(cluster, port, pool, tls.origination if tls else TlsOrigination())
     return cluster
 
 
-def _load_assignment(
-    name: str, service: Service, port: ServicePort, labels: dict[str, str]
-) -> endpoint_pb2.ClusterLoadAssignment:
-    endpoints = [e for e in service.endpoints if all(e.labels.get(k) == v for k, v in labels.items())]
-    if not service.endpoints and service.resolution.startswith("DNS"):
-        # A DNS ServiceEntry without endpoints resolves its own host names.
-        endpoints = [WorkloadEntry(address=h) for h in [service.host] if "*" not in h]
-    lb_endpoints = [
-        endpoint_components_pb2.LbEndpoint(
-            endpoint=endpoint_components_pb2.Endpoint(
-                address=address_pb2.Address(
-                    socket_address=address_pb2.SocketAddress(address=e.address, port_value=_endpoint_port(e, port))
-                )
-            ),
-            load_balancing_weight=wrappers_pb2.UInt32Value(value=e.weight) if e.weight else None,
+def _tag(cluster: cluster_pb2.Cluster, rule: ResolvedDestinationRule, subset: str) -> None:
+    """Name the DestinationRule (and subset) behind the cluster, as istiod does, so a NACK or a dump of the
+    cluster leads back to the manifest."""
+    source = rule.sources[0]
+    fields = {
+        "config": struct_pb2.Value(
+            string_value=f"/apis/networking.istio.io/v1/namespaces/{source.namespace}/destination-rule/{source.name}"
         )
-        for e in endpoints
-    ]
-    locality = endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=lb_endpoints) if lb_endpoints else None
-    return endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=[locality] if locality else [])
-
-
-def _endpoint_port(endpoint: WorkloadEntry, port: ServicePort) -> int:
-    """The endpoint's own mapping for the port name wins, then the port's targetPort, then its number."""
-    return endpoint.ports.get(port.name) or port.target_port or port.number
+    }
+    if subset:
+        fields["subset"] = struct_pb2.Value(string_value=subset)
+    cluster.metadata.filter_metadata["istio"].CopyFrom(struct_pb2.Struct(fields=fields))

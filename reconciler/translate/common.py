@@ -1,8 +1,12 @@
-"""Small builders shared by the translators: config sources, durations, cluster names, Any packing."""
+"""Small builders shared by the translators: config sources, durations, cluster names, SAN matchers, Any packing."""
 
 from __future__ import annotations
 
+import ipaddress
+
 from envoy.config.core.v3 import config_source_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2
+from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 
@@ -50,3 +54,25 @@ def destination_port(config: ResolvedConfig, destination: Destination, listener_
 
 def destination_cluster(config: ResolvedConfig, destination: Destination, listener_port: int) -> str:
     return cluster_name(destination_port(config, destination, listener_port), destination.subset, destination.host)
+
+
+def san_matcher(name: str) -> common_pb2.SubjectAltNameMatcher:
+    """An exact match for an Istio `subjectAltNames` entry, typed by its shape (Istio's strings carry no type)."""
+    san = common_pb2.SubjectAltNameMatcher
+    if "://" in name:
+        kind = san.URI
+    elif "@" in name:
+        kind = san.EMAIL
+    elif _is_ip(name):
+        kind = san.IP_ADDRESS
+    else:
+        kind = san.DNS
+    return san(san_type=kind, matcher=string_pb2.StringMatcher(exact=name))
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

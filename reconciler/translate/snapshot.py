@@ -18,6 +18,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -29,19 +30,26 @@ CLUSTER = TYPE_PREFIX + "envoy.config.cluster.v3.Cluster"
 ENDPOINT = TYPE_PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER = TYPE_PREFIX + "envoy.config.listener.v3.Listener"
 ROUTE = TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration"
+SECRET = TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
 
 # Make-before-break: clusters and their endpoints exist before listeners and routes point at them.
-PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+# Envoy asks for Secrets (SDS) only once a listener names them, so they come last.
+PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
 # Envoy subscribes to these by wildcard: a SotW response must hold all of them (absence means delete).
 WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
-SHORT_NAMES = {CLUSTER: "clusters", ENDPOINT: "endpoints", LISTENER: "listeners", ROUTE: "routes"}
+# Types that most fleets never have: they count in the snapshot version and in the rendering only when
+# present, so fleets without TLS credentials keep the versions and the `render` output they always had.
+OPTIONAL_TYPES = frozenset({SECRET})
+SHORT_NAMES = {CLUSTER: "clusters", ENDPOINT: "endpoints", LISTENER: "listeners", ROUTE: "routes", SECRET: "secrets"}
 
 MESSAGE_CLASSES: dict[str, type[Message]] = {
     CLUSTER: cluster_pb2.Cluster,
     ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
     LISTENER: listener_pb2.Listener,
     ROUTE: route_pb2.RouteConfiguration,
+    SECRET: secret_pb2.Secret,
 }
+REDACTED = "[redacted]"
 
 
 def _digest(*parts: bytes) -> str:
@@ -102,7 +110,7 @@ class Snapshot:
         # A cluster that changes only becomes active once Envoy gets a *new* endpoints response for it,
         # even with unchanged endpoints; tying the EDS version to the CDS version forces that resend.
         type_versions[ENDPOINT] = _digest(type_versions[ENDPOINT].encode(), type_versions[CLUSTER].encode())
-        version = _digest(*(type_versions[t].encode() for t in PUSH_ORDER))
+        version = _digest(*(type_versions[t].encode() for t in PUSH_ORDER if t not in OPTIONAL_TYPES or frozen[t]))
         return cls(MappingProxyType(frozen), version, MappingProxyType(type_versions))
 
     @classmethod
@@ -120,13 +128,33 @@ class Snapshot:
         return sum(len(v) for v in self.resources.values())
 
     def to_dict(self) -> dict[str, Any]:
-        """The canonical JSON form (proto3 JSON mapping), for `render`, `plan` and golden files."""
+        """The canonical JSON form (proto3 JSON mapping), for `render`, `plan` and golden files.
+
+        Private keys are redacted: this form is printed, diffed in pull requests and stored in logs.
+        """
         out: dict[str, Any] = {"version": self.version}
         for type_url in PUSH_ORDER:
+            resources = self.of_type(type_url)
+            if type_url in OPTIONAL_TYPES and not resources:
+                continue
             # Through JSON text, so nested Any fields become plain dicts; keys sorted, since map fields
             # (e.g. route metadata Structs) have no stable order of their own.
             out[SHORT_NAMES[type_url]] = [
-                json.loads(json_format.MessageToJson(r.message(), sort_keys=True))
-                for r in self.of_type(type_url).values()
+                _redact_private_keys(json.loads(json_format.MessageToJson(r.message(), sort_keys=True)))
+                for r in resources.values()
             ]
         return out
+
+
+def _redact_private_keys(value: Any) -> Any:
+    """Replace the inline material of every `privateKey` data source (file paths stay: they are not secret)."""
+    if isinstance(value, list):
+        return [_redact_private_keys(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        if key == "privateKey" and isinstance(item, dict):
+            item = {k: REDACTED if k in ("inlineBytes", "inlineString") else v for k, v in item.items()}
+        out[key] = _redact_private_keys(item)
+    return out

@@ -1,6 +1,9 @@
-"""The validation stage: rules and cross-resource checks over the resolved config (pure).
+"""The validation stage: Istio's rules, RE2, cross-resource analysis (pure), and Envoy preflight (effectful).
 
-Deeper rules (Istio's webhook, RE2, analyzers, Envoy preflight) grow here; each returns findings.
+`validate` is what `pipeline.build` runs. `scan_for_secrets` (every file of the tree, not only manifests) and
+`check_certificate_files` (paths on the Envoy host) are separate because they need inputs `build` does not
+have; the CLI and the daemon call them. `reconciler.validation.preflight` runs a real Envoy and is the only
+effectful module here: pure modules must not import it.
 """
 
 from __future__ import annotations
@@ -8,11 +11,22 @@ from __future__ import annotations
 from reconciler.config.model import ResolvedConfig
 from reconciler.diagnostics import Finding
 from reconciler.manifests.loader import ManifestSet
+from reconciler.translate.cluster_checks import check_upstreams
+from reconciler.translate.route_checks import check_http_routes
+from reconciler.validation.analysis import analyze
+from reconciler.validation.certificates import FileProbe, check_certificate_files
 from reconciler.validation.references import check_references
+from reconciler.validation.rules import check_resources
+from reconciler.validation.secrets import scan_for_secrets
 
 
 def validate(manifests: ManifestSet, config: ResolvedConfig) -> list[Finding]:
-    return check_references(manifests, config)
+    findings = check_resources(manifests.resources)
+    findings.extend(check_references(manifests, config))
+    findings.extend(analyze(manifests, config))
+    findings.extend(check_http_routes(config))
+    findings.extend(check_upstreams(manifests, config))
+    return findings
 
 
-__all__ = ["validate"]
+__all__ = ["FileProbe", "check_certificate_files", "scan_for_secrets", "validate"]

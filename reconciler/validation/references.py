@@ -9,6 +9,7 @@ from reconciler.config.resolve import MESH, gateway_applies
 from reconciler.diagnostics import Finding, Severity
 from reconciler.manifests.loader import ManifestSet
 from reconciler.manifests.model import Destination, GatewaySpec
+from reconciler.validation.common import Path, finding_at
 
 
 def check_references(manifests: ManifestSet, config: ResolvedConfig) -> list[Finding]:
@@ -42,9 +43,6 @@ def check_references(manifests: ManifestSet, config: ResolvedConfig) -> list[Fin
                 )
             )
     return findings
-
-
-Path = tuple[str | int, ...]
 
 
 def _destinations(vs: ResolvedVirtualService) -> Iterator[tuple[Path, Destination]]:
@@ -116,4 +114,4 @@ def _check_destination(
 
 
 def _finding(vs: ResolvedVirtualService, path: Path, severity: Severity, code: str, message: str) -> Finding:
-    return Finding(severity, code, message, vs.resource.locate(*path), vs.resource.ref)
+    return finding_at(vs.resource, path, severity, code, message)

@@ -319,8 +319,15 @@ def _rebound(listener_body: bytes, address: str) -> bytes:
     return bytes(listener.SerializeToString(deterministic=True))
 
 
-async def start_grpc_server(ads: AdsServer, listen: str) -> tuple[grpc.aio.Server, int]:
-    """Start the ADS gRPC server on `listen` (host:port, port 0 for any free port); returns the bound port."""
+async def start_grpc_server(
+    ads: AdsServer, listen: str, credentials: grpc.ServerCredentials | None = None,
+    wrap: Callable[[grpc.GenericRpcHandler], grpc.GenericRpcHandler] | None = None,
+) -> tuple[grpc.aio.Server, int]:  # fmt: skip
+    """Start the ADS gRPC server on `listen` (host:port, port 0 for any free port); returns the bound port.
+
+    `credentials` serve TLS (see `reconciler.xds.security.server_credentials`); `wrap` decorates the ADS
+    handler (e.g. node → fleet authorization).
+    """
     server = grpc.aio.server(
         options=[
             ("grpc.so_reuseport", 0),  # a second daemon on the same port must fail, not share it
@@ -330,9 +337,10 @@ async def start_grpc_server(ads: AdsServer, listen: str) -> tuple[grpc.aio.Serve
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ]
     )
-    server.add_generic_rpc_handlers((ads.handler(),))
+    handler = ads.handler()
+    server.add_generic_rpc_handlers((wrap(handler) if wrap else handler,))
     try:
-        port = server.add_insecure_port(listen)
+        port = server.add_secure_port(listen, credentials) if credentials else server.add_insecure_port(listen)
     except RuntimeError:
         await server.stop(grace=None)  # release it on this loop; the caller sees the bind error
         raise

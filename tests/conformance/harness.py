@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import textwrap
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,12 +18,13 @@ import grpc
 
 from reconciler.cli.localrun import LOOPBACK, EnvoyProcess
 from reconciler.pipeline import build
-from reconciler.translate import TranslateOptions
+from reconciler.translate import Credential, TranslateOptions
 from reconciler.translate.snapshot import Snapshot
 from reconciler.xds import AdsServer, NodeState, start_grpc_server
 from tests.support import wait_for
 
 FLEET = "conformance"
+WARMING_GAUGE = "listener_manager.total_listeners_warming"
 T = TypeVar("T")
 
 FLEET_MANIFEST = f"""
@@ -73,12 +74,17 @@ class XdsHarness:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
 
-    def apply(self, manifests: str, with_fleet: bool = True) -> Snapshot:
-        """Build `manifests` (dedented; a Fleet named `conformance` is added) and wait for Envoy's ACK."""
+    def apply(
+        self, manifests: str, with_fleet: bool = True, credentials: Mapping[str, Credential] | None = None
+    ) -> Snapshot:
+        """Build `manifests` (dedented; a Fleet named `conformance` is added) and wait for Envoy's ACK.
+
+        `credentials` stand in for the daemon's secrets folder: what `credentialName`s resolve to (SDS).
+        """
         text = textwrap.dedent(manifests)
         if with_fleet:
             text = FLEET_MANIFEST + "\n---\n" + text
-        result = build({"case.yaml": text.encode()}, TranslateOptions(default_bind=LOOPBACK))
+        result = build({"case.yaml": text.encode()}, TranslateOptions(default_bind=LOOPBACK, credentials=credentials))
         if not result.ok:
             raise CaseRejected("\n".join(str(f) for f in result.findings if f.is_error))
         snapshot = result.snapshots[FLEET]
@@ -95,6 +101,13 @@ class XdsHarness:
 
         self._run(push())
         wait_for(lambda: self._synced(snapshot), timeout=timeout, interval=0.02, what=f"ACK of {snapshot.version}")
+        # Envoy ACKs a new listener while it still warms (waiting for its routes or secrets) and opens its port
+        # only once warm: without this wait, the first request of a case can meet a refused connection.
+        wait_for(self._warm, timeout=timeout, interval=0.02, what="new listeners to finish warming")
+
+    def _warm(self) -> bool:
+        assert self.envoy is not None
+        return self.envoy.stats(WARMING_GAUGE).get(WARMING_GAUGE, 1) == 0
 
     def _synced(self, snapshot: Snapshot) -> bool:
         ads = self.ads

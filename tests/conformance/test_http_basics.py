@@ -6,10 +6,12 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-import requests
 
 from reconciler.cli.localrun import EchoServer, free_port
 from tests.conformance.harness import XdsHarness
+from tests.conformance.http_upstreams import apply, documents, get, http_gateway, service
+
+HOST = "reviews.example.com"
 
 
 @pytest.fixture(scope="module")
@@ -20,74 +22,32 @@ def backends() -> Iterator[dict[str, EchoServer]]:
         server.stop()
 
 
-def service_entries(backends: dict[str, EchoServer]) -> str:
-    endpoints = ", ".join(
-        f"{{address: 127.0.0.1, ports: {{http: {s.port}}}, labels: {{version: {name}}}}}"
-        for name, s in backends.items()
-    )
-    return f"""
-    apiVersion: networking.istio.io/v1
-    kind: ServiceEntry
-    metadata: {{name: reviews}}
-    spec:
-      hosts: [reviews.internal]
-      ports: [{{number: 80, name: http, protocol: HTTP}}]
-      resolution: STATIC
-      endpoints: [{endpoints}]
-    ---
-    apiVersion: networking.istio.io/v1
-    kind: DestinationRule
-    metadata: {{name: reviews}}
-    spec:
-      host: reviews.internal
-      subsets:
-      - {{name: v1, labels: {{version: v1}}}}
-      - {{name: v2, labels: {{version: v2}}}}
-    """
-
-
-def gateway_manifest(port: int) -> str:
-    return f"""
-    apiVersion: networking.istio.io/v1
-    kind: Gateway
-    metadata: {{name: gw}}
-    spec:
-      selector: {{app: conformance-gateway}}
-      servers:
-      - port: {{number: {port}, name: http, protocol: HTTP}}
-        hosts: ["*"]
-    """
-
-
-def get(port: int, path: str = "/", host: str = "reviews.example.com", **headers: str) -> requests.Response:
-    return requests.get(f"http://127.0.0.1:{port}{path}", headers={"Host": host, **headers}, timeout=5)
+def serve(harness: XdsHarness, backends: dict[str, EchoServer], rules: str) -> int:
+    port = free_port()
+    vs = f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews}}
+spec:
+  hosts: [{HOST}]
+  gateways: [gw]
+  http:
+{rules}"""
+    apply(harness, documents(http_gateway(port), service("reviews.internal", dict(backends)), vs), port)
+    return port
 
 
 def test_prefix_exact_and_unknown_host(gateway: XdsHarness, backends: dict[str, EchoServer]) -> None:
-    port = free_port()
-    gateway.apply(
-        gateway_manifest(port)
-        + "---"
-        + service_entries(backends)
-        + """
-    ---
-    apiVersion: networking.istio.io/v1
-    kind: VirtualService
-    metadata: {name: reviews}
-    spec:
-      hosts: [reviews.example.com]
-      gateways: [gw]
-      http:
-      - match: [{uri: {exact: /v2}}]
-        route: [{destination: {host: reviews.internal, subset: v2}}]
-      - match: [{uri: {prefix: /v1}}]
-        route: [{destination: {host: reviews.internal, subset: v1}}]
-    """
-    )
-    assert get(port, "/v2").headers["x-upstream"] == "v2"
-    assert get(port, "/v2/more").status_code == 404  # exact means exact
-    assert get(port, "/v1").headers["x-upstream"] == "v1"
-    assert get(port, "/v1beta").headers["x-upstream"] == "v1"  # a prefix is a plain string prefix (Istio)
+    rules = """  - match: [{uri: {exact: /v2}}]
+    route: [{destination: {host: reviews.internal, subset: v2}}]
+  - match: [{uri: {prefix: /v1}}]
+    route: [{destination: {host: reviews.internal, subset: v1}}]
+"""
+    port = serve(gateway, backends, rules)
+    assert get(port, "/v2", host=HOST).headers["x-upstream"] == "v2"
+    assert get(port, "/v2/more", host=HOST).status_code == 404  # exact means exact
+    assert get(port, "/v1", host=HOST).headers["x-upstream"] == "v1"
+    assert get(port, "/v1beta", host=HOST).headers["x-upstream"] == "v1"  # a prefix is a plain string prefix (Istio)
     assert get(port, "/v1", host="unknown.example.com").status_code == 404
 
 
@@ -95,27 +55,13 @@ def test_prefix_exact_and_unknown_host(gateway: XdsHarness, backends: dict[str, 
 def test_weighted_traffic_shifting(
     gateway: XdsHarness, backends: dict[str, EchoServer], v1_weight: int, v2_weight: int
 ) -> None:
-    port = free_port()
-    gateway.apply(
-        gateway_manifest(port)
-        + "---"
-        + service_entries(backends)
-        + f"""
-    ---
-    apiVersion: networking.istio.io/v1
-    kind: VirtualService
-    metadata: {{name: reviews}}
-    spec:
-      hosts: [reviews.example.com]
-      gateways: [gw]
-      http:
-      - route:
-        - {{destination: {{host: reviews.internal, subset: v1}}, weight: {v1_weight}}}
-        - {{destination: {{host: reviews.internal, subset: v2}}, weight: {v2_weight}}}
-    """
-    )
+    rules = f"""  - route:
+    - {{destination: {{host: reviews.internal, subset: v1}}, weight: {v1_weight}}}
+    - {{destination: {{host: reviews.internal, subset: v2}}, weight: {v2_weight}}}
+"""
+    port = serve(gateway, backends, rules)
     total = 400
-    counts = Counter(get(port).headers["x-upstream"] for _ in range(total))
+    counts = Counter(get(port, host=HOST).headers["x-upstream"] for _ in range(total))
     # Binomial: 4 standard deviations around the expected share keeps this stable yet meaningful.
     expected = total * v1_weight / 100
     sigma = (total * v1_weight / 100 * v2_weight / 100) ** 0.5

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 from urllib.parse import quote
 
-from reconciler.cli.commands.status import add_api_argument
+from reconciler.cli.commands.status import add_api_argument, api_token
 from reconciler.cli.status import fetch_json, format_history
 
 
@@ -23,8 +23,10 @@ def register(sub: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     try:
-        payload = fetch_json(args.api, f"/api/v1/fleets/{quote(args.fleet)}/history?limit={args.limit}")
-    except LookupError as exc:
+        payload = fetch_json(
+            args.api, f"/api/v1/fleets/{quote(args.fleet)}/history?limit={args.limit}", api_token(args)
+        )
+    except (LookupError, PermissionError) as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

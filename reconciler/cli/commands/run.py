@@ -19,6 +19,8 @@ def handle(args: argparse.Namespace) -> int:
     from reconciler.daemon.app import Daemon
     from reconciler.daemon.config import ConfigError, load_config
     from reconciler.logging import configure_logging
+    from reconciler.redact import SecretFileError
+    from reconciler.xds.security import TlsConfigError
 
     try:
         config = load_config(args.config)
@@ -27,8 +29,13 @@ def handle(args: argparse.Namespace) -> int:
         return 2
     configure_logging(config.log.format, config.log.level)
     try:
-        asyncio.run(Daemon(config).run())
-    except OSError as exc:
+        daemon = Daemon(config)
+    except (SecretFileError, TlsConfigError, ValueError) as exc:  # unusable secrets or keys: say which
+        print(f"reconciler: cannot start: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(daemon.run())
+    except (OSError, RuntimeError, TlsConfigError) as exc:
         print(f"reconciler: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

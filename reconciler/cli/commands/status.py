@@ -8,13 +8,24 @@ import os
 import sys
 from typing import Any
 
+from reconciler.api.auth import resolve_client_token
 from reconciler.cli.status import fetch_status, format_status, watch
+from reconciler.redact import SecretFileError
 
 DEFAULT_API = "http://127.0.0.1:8080"
 
 
 def add_api_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api", default=os.environ.get("RECONCILER_API", DEFAULT_API), help="daemon API base URL")
+    parser.add_argument("--token-file", default=None, help="API token file (else $RECONCILER_TOKEN)")
+
+
+def api_token(args: argparse.Namespace) -> str | None:
+    """The bearer token for the API; exits with a sentence when a named file cannot be read."""
+    try:
+        return resolve_client_token(args.token_file, os.environ)
+    except SecretFileError as exc:
+        raise SystemExit(f"reconciler: {exc}") from None
 
 
 def register(sub: Any) -> None:
@@ -27,11 +38,15 @@ def register(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    token = api_token(args)
     if args.watch:
-        watch(args.api, args.interval)
+        watch(args.api, token, args.interval)
         return 0
     try:
-        status = fetch_status(args.api)
+        status = fetch_status(args.api, token)
+    except PermissionError as exc:
+        print(f"reconciler: the daemon API refused: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"reconciler: cannot reach the daemon API at {args.api}: {exc}", file=sys.stderr)
         return 1

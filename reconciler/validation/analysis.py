@@ -1,0 +1,301 @@
+"""Cross-resource analysis: what istiod merges, drops or ignores silently when resources meet in a fleet.
+
+`istioctl analyze` covers some of this for the mesh only; here every check is per fleet and per listener
+(bind, port), and every finding names all the places involved (`Finding.related`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+
+from reconciler.config import hosts
+from reconciler.config.model import BoundServer, FleetConfig, ResolvedConfig, ResolvedVirtualService
+from reconciler.config.resolve import MESH
+from reconciler.diagnostics import Finding, Location, Severity
+from reconciler.manifests.loader import ManifestSet
+from reconciler.manifests.model import GatewaySpec, Resource, VirtualServiceSpec
+from reconciler.validation.common import Path, finding_at
+from reconciler.validation.gateway import HTTP_PROTOCOLS, TLS_PROTOCOLS
+from reconciler.validation.match_analysis import is_catch_all
+
+Listener = tuple[str, int]  # (bind, port)
+
+
+def analyze(manifests: ManifestSet, config: ResolvedConfig) -> list[Finding]:
+    gateways = {f"{g.namespace}/{g.name}": g for g in manifests.of_kind("Gateway")}
+    findings = _virtual_service_bindings(config, gateways)
+    findings.extend(_delegates(config))
+    for fleet in config.fleets.values():
+        if not fleet.gateways:
+            findings.append(
+                Finding(
+                    Severity.WARNING,
+                    "fleet-without-gateway",
+                    f"no Gateway selects fleet {fleet.name!r} (selector {dict(fleet.spec.selector)}); its Envoys "
+                    "get no listeners. Give a Gateway a spec.selector that is a subset of these labels",
+                    fleet.resource.location,
+                    fleet.resource.ref,
+                )
+            )
+        by_listener: dict[Listener, list[BoundServer]] = defaultdict(list)
+        for bound in fleet.servers:
+            by_listener[(bound.server.bind, bound.server.port.number)].append(bound)
+        for listener, servers in sorted(by_listener.items()):
+            findings.extend(_protocol_conflicts(fleet, listener, servers))
+            findings.extend(_duplicate_tls_hosts(fleet, listener, servers))
+            findings.extend(_duplicate_snis(fleet, listener, servers))
+    findings.extend(_host_conflicts(config))
+    return _unique(findings)
+
+
+def _virtual_service_bindings(config: ResolvedConfig, gateways: dict[str, Resource]) -> list[Finding]:
+    findings = []
+    for vs in config.virtual_services:
+        spec: VirtualServiceSpec = vs.resource.spec
+        if spec.hosts and vs.gateways == (MESH,):
+            findings.append(
+                finding_at(
+                    vs.resource,
+                    ("spec", "gateways") if spec.gateways else ("spec",),
+                    Severity.WARNING,
+                    "vs-without-gateway",
+                    "this VirtualService binds only to the mesh, which no fleet serves; list its Gateways in "
+                    "spec.gateways",
+                )
+            )
+        bound = [gateways[g] for g in vs.gateways if g in gateways]
+        for gateway in bound:
+            findings.extend(_hosts_outside_gateway(vs, gateway))
+        findings.extend(_unused_match_ports(vs, bound))
+    return findings
+
+
+def _hosts_outside_gateway(vs: ResolvedVirtualService, gateway: Resource) -> Iterator[Finding]:
+    spec: GatewaySpec = gateway.spec
+    server_hosts = [_server_host(h, gateway.namespace) for s in spec.servers for h in s.hosts]
+    visible = hosts.names_for_namespace(server_hosts, vs.namespace)
+    for i, host in enumerate(vs.hosts):
+        if not any(hosts.matches(host, server_host) for server_host in visible):
+            yield finding_at(
+                vs.resource,
+                ("spec", "hosts", i),
+                Severity.WARNING,
+                "vs-host-not-in-gateway",
+                f"host {host!r} matches no server host of Gateway {gateway.namespace}/{gateway.name} visible to "
+                f"namespace {vs.namespace!r} ({', '.join(visible) or 'none'}); requests for it get 404",
+                [gateway.location],
+            )
+
+
+def _server_host(raw: str, gateway_namespace: str) -> str:
+    namespace, host = hosts.split_namespaced_host(hosts.normalize_host(raw), gateway_namespace)
+    return host if namespace == hosts.ANY_NAMESPACE else f"{namespace}/{host}"
+
+
+def _unused_match_ports(vs: ResolvedVirtualService, gateways: list[Resource]) -> Iterator[Finding]:
+    if not gateways:
+        return
+    ports = {s.port.number for g in gateways for s in g.spec.servers}
+    for i, rule in enumerate(vs.spec.http):
+        for j, match in enumerate(rule.match):
+            if match.port and match.port not in ports:
+                yield finding_at(
+                    vs.resource,
+                    ("spec", "http", i, "match", j, "port"),
+                    Severity.WARNING,
+                    "match-port-unused",
+                    f"no server of this VirtualService's gateways listens on port {match.port}; the match never "
+                    f"applies (ports: {', '.join(str(p) for p in sorted(ports))})",
+                )
+            if match.source_labels:
+                yield finding_at(
+                    vs.resource,
+                    ("spec", "http", i, "match", j, "sourceLabels"),
+                    Severity.WARNING,
+                    "source-labels-on-gateway",
+                    "on a gateway, sourceLabels are compared with the gateway's own labels, so this match "
+                    "usually never applies; remove sourceLabels",
+                )
+
+
+def _delegates(config: ResolvedConfig) -> Iterator[Finding]:
+    delegates = {vs.ref for vs in config.virtual_services if not vs.resource.spec.hosts}
+    for vs in config.virtual_services:
+        for i, rule in enumerate(vs.spec.http):
+            if rule.delegate is None:
+                continue
+            target = f"{rule.delegate.namespace or vs.namespace}/{rule.delegate.name}"
+            if target not in delegates:
+                yield finding_at(
+                    vs.resource,
+                    ("spec", "http", i, "delegate"),
+                    Severity.ERROR,
+                    "delegate-not-found",
+                    f"the delegate VirtualService {target} does not exist (a delegate is a VirtualService without "
+                    "hosts)",
+                )
+
+
+def _protocol_class(protocol: str) -> str:
+    if protocol in HTTP_PROTOCOLS:
+        return "HTTP"
+    if protocol in TLS_PROTOCOLS:
+        return "TLS"
+    return protocol
+
+
+def _describe(bound: BoundServer) -> str:
+    return f"{bound.server.port.protocol} server #{bound.index} of Gateway {bound.gateway.ref}"
+
+
+def _server_finding(
+    bound: BoundServer, path: Path, severity: Severity, code: str, message: str, first: BoundServer
+) -> Finding:
+    related = [first.gateway.resource.locate("spec", "servers", first.index, "port")]
+    return finding_at(bound.gateway.resource, ("spec", "servers", bound.index, *path), severity, code, message, related)
+
+
+def _protocol_conflicts(fleet: FleetConfig, listener: Listener, servers: list[BoundServer]) -> Iterator[Finding]:
+    first = servers[0]
+    for bound in servers[1:]:
+        if _protocol_class(bound.server.port.protocol) != _protocol_class(first.server.port.protocol):
+            yield _server_finding(
+                bound,
+                ("port", "protocol"),
+                Severity.ERROR,
+                "protocol-conflict",
+                f"in fleet {fleet.name!r}, port {_listener_name(listener)} already serves {_describe(first)}; one "
+                f"port cannot also serve {bound.server.port.protocol} (istiod would drop one of them). Use "
+                "another port or the same protocol",
+                first,
+            )
+
+
+def _duplicate_tls_hosts(fleet: FleetConfig, listener: Listener, servers: list[BoundServer]) -> Iterator[Finding]:
+    owners: dict[str, BoundServer] = {}
+    for bound in servers:
+        if bound.server.port.protocol not in TLS_PROTOCOLS:
+            continue
+        for j, raw in enumerate(bound.server.hosts):
+            host = hosts.normalize_host(hosts.split_namespaced_host(raw, bound.gateway.resource.namespace)[1])
+            first = owners.setdefault(host, bound)
+            if first is not bound:
+                yield _server_finding(
+                    bound,
+                    ("hosts", j),
+                    Severity.ERROR,
+                    "duplicate-tls-host",
+                    f"in fleet {fleet.name!r}, TLS host {host!r} on port {_listener_name(listener)} is already "
+                    f"served by {_describe(first)}; Envoy cannot tell two TLS servers with one name apart",
+                    first,
+                )
+
+
+def _duplicate_snis(fleet: FleetConfig, listener: Listener, servers: list[BoundServer]) -> Iterator[Finding]:
+    owners: dict[str, tuple[ResolvedVirtualService, Path]] = {}
+    visited: set[tuple[str, int, int]] = set()
+    for bound in servers:
+        tls = bound.server.tls
+        if tls is None or tls.mode != "PASSTHROUGH":
+            continue
+        for _, virtual_services in bound.virtual_hosts:
+            for vs in virtual_services:
+                for i, rule in enumerate(vs.spec.tls):
+                    for j, match in enumerate(rule.match):
+                        if (match.port and match.port != listener[1]) or (vs.ref, i, j) in visited:
+                            continue
+                        visited.add((vs.ref, i, j))
+                        for k, sni in enumerate(match.sni_hosts):
+                            path: Path = ("spec", "tls", i, "match", j, "sniHosts", k)
+                            first = owners.setdefault(hosts.normalize_host(sni), (vs, path))
+                            if first != (vs, path):
+                                yield finding_at(
+                                    vs.resource,
+                                    path,
+                                    Severity.ERROR,
+                                    "duplicate-sni",
+                                    f"in fleet {fleet.name!r}, SNI {sni!r} on port {_listener_name(listener)} is "
+                                    f"already routed by VirtualService {first[0].ref}; istiod would skip this match",
+                                    [first[0].resource.locate(*first[1])],
+                                )
+
+
+def _host_conflicts(config: ResolvedConfig) -> Iterator[Finding]:
+    """Several VirtualServices on one host of one gateway: merged in a fixed order; say which, and what it hides."""
+    places: dict[tuple[str, tuple[str, ...]], list[str]] = defaultdict(list)
+    members: dict[tuple[str, tuple[str, ...]], tuple[ResolvedVirtualService, ...]] = {}
+    for fleet in config.fleets.values():
+        for bound in fleet.servers:
+            if bound.server.port.protocol not in HTTP_PROTOCOLS and bound.server.port.protocol != "HTTPS":
+                continue
+            for host, virtual_services in bound.virtual_hosts:
+                if len(virtual_services) < 2:
+                    continue
+                key = (host, tuple(vs.ref for vs in virtual_services))
+                members[key] = virtual_services
+                where = f"{fleet.name}:{bound.server.port.number}"
+                if where not in places[key]:
+                    places[key].append(where)
+    for key, virtual_services in sorted(members.items()):
+        host = key[0]
+        order = ", ".join(vs.ref for vs in virtual_services)
+        related = [_host_location(vs, host) for vs in virtual_services[:-1]]
+        yield finding_at(
+            virtual_services[-1].resource,
+            _host_path(virtual_services[-1], host),
+            Severity.WARNING,
+            "vs-host-conflict",
+            f"host {host!r} is routed by {len(virtual_services)} VirtualServices (on {', '.join(places[key])}); "
+            f"their rules are merged in this order: {order}, then every catch-all rule moves last. Put them in "
+            "one VirtualService to make the order explicit",
+            related,
+        )
+        yield from _shadowed_catch_alls(host, virtual_services)
+
+
+def _shadowed_catch_alls(host: str, virtual_services: tuple[ResolvedVirtualService, ...]) -> Iterator[Finding]:
+    winner: ResolvedVirtualService | None = None
+    for vs in virtual_services:
+        for i, rule in enumerate(vs.spec.http):
+            if not any(is_catch_all(m) for m in rule.match) and rule.match:
+                continue
+            if winner is None:
+                winner = vs
+            elif winner is not vs:
+                yield finding_at(
+                    vs.resource,
+                    ("spec", "http", i),
+                    Severity.WARNING,
+                    "unreachable-rule",
+                    f"on host {host!r} this catch-all rule is never used: the catch-all of VirtualService "
+                    f"{winner.ref}, merged earlier, takes every request first",
+                    [winner.resource.location],
+                )
+            break
+
+
+def _host_path(vs: ResolvedVirtualService, host: str) -> Path:
+    index = next((i for i, h in enumerate(vs.hosts) if hosts.matches(h, host)), None)
+    return ("spec", "hosts", index) if index is not None else ("spec", "hosts")
+
+
+def _host_location(vs: ResolvedVirtualService, host: str) -> Location:
+    return vs.resource.locate(*_host_path(vs, host))
+
+
+def _listener_name(listener: Listener) -> str:
+    bind, port = listener
+    return f"{bind}:{port}" if bind else str(port)
+
+
+def _unique(findings: list[Finding]) -> list[Finding]:
+    """A problem reached twice (e.g. through two servers of one listener) is reported once."""
+    seen: set[tuple[str, str, Location]] = set()
+    out = []
+    for finding in findings:
+        key = (finding.code, finding.message, finding.location)
+        if key not in seen:
+            seen.add(key)
+            out.append(finding)
+    return out

@@ -1,0 +1,63 @@
+"""Value-level limits every field shares: what the Istio protos can hold and what protobuf can serialize.
+
+The schema accepts any YAML integer, float and string; istiod's decoder would refuse an int32 field of
+2^40, NaN percentages slip past Go's range checks (every comparison with NaN is false), and a string with a
+lone surrogate (`"\\ud800"` in YAML) cannot even be serialized. Catch them all here, once, by walking the
+typed spec, so no later stage can crash or emit what Envoy would reject.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from typing import Any
+
+from reconciler.manifests.durations import Duration
+from reconciler.manifests.schema import yaml_key
+from reconciler.validation.common import Path, ResourceReport
+
+INT32_MAX = 2**31 - 1
+# Go's time.Duration is an int64 of nanoseconds; ParseDuration refuses anything longer (about 292 years).
+MAX_DURATION_NANOS = 2**63 - 1
+
+
+def check_values(report: ResourceReport) -> None:
+    for path, value in walk(report.resource.spec, ("spec",)):
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int) and not -INT32_MAX - 1 <= value <= INT32_MAX:
+            report.error(path, "value-out-of-range", f"{value} does not fit a 32-bit integer field")
+        elif isinstance(value, float) and not math.isfinite(value):
+            report.error(path, "not-a-number", f"{value} is not a usable number here; write a finite number")
+        elif isinstance(value, Duration) and value.nanos > MAX_DURATION_NANOS:
+            report.error(path, "invalid-duration", "the duration is out of range (at most about 292 years)")
+        elif isinstance(value, str) and not _is_encodable(value):
+            report.error(path, "invalid-text", "the text contains characters that are not valid Unicode")
+
+
+def walk(value: Any, path: Path) -> Iterator[tuple[Path, Any]]:
+    """Every value under `value` (dataclasses, lists, dicts and their keys), with its document path."""
+    yield path, value
+    if isinstance(value, Duration):
+        return
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            child = getattr(value, f.name)
+            if child is not None:
+                yield from walk(child, (*path, yaml_key(f)))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from walk(item, (*path, i))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield (*path, key), key
+            yield from walk(item, (*path, key))
+
+
+def _is_encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
