@@ -16,11 +16,12 @@ from pathlib import Path
 import grpc
 import pytest
 import requests
-import urllib3
 from envoy.service.discovery.v3 import discovery_pb2
 
 from reconciler.cli.localrun import EchoServer, EnvoyProcess, free_port
 from tests.conformance.certs import CertificateAuthority
+from tests.conformance.l4_upstreams import https_get as https_request
+from tests.conformance.l4_upstreams import tls_client
 from tests.support import DaemonProcess, GitRemote, wait_for
 
 WEBHOOK_SECRET = "webhook-secret-7f3a9c1e5b2d4f60"
@@ -114,11 +115,10 @@ def test_webhooks_tokens_credentials_and_no_secret_leaks(
     daemon.headers = {"Authorization": f"Bearer {READ_TOKEN}"}
     try:
         start_envoy("edge", "edge-1", daemon.xds_port)
-        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        client = tls_client(ca.certificate)
 
-        def https_get(path: str) -> int:
-            url = f"https://127.0.0.1:{https_port}{path}"
-            return requests.get(url, headers={"Host": HOST}, verify=False, timeout=3).status_code
+        def https_get(path: str) -> int:  # verified against our CA, with the SNI the server chain matches
+            return https_request(https_port, HOST, client, path).status
 
         wait_for(lambda: https_get("/v1") == 200, what="HTTPS through the SDS credential")
 
