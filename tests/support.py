@@ -168,11 +168,11 @@ class InProcessDaemon:
     """The daemon on a thread of the test process, for the few tests that must reach inside it (e.g. to
     let a config Envoy rejects slip past validation, a fault that cannot be produced for real)."""
 
-    def __init__(self, workdir: Path, repo_url: str, poll: str = "300ms") -> None:
+    def __init__(self, workdir: Path, repo_url: str, poll: str = "300ms", extra: dict[str, Any] | None = None) -> None:
         from reconciler.daemon.app import Daemon
         from reconciler.daemon.config import load_config
 
-        process = DaemonProcess(workdir, repo_url, poll)  # reuses its config file and ports
+        process = DaemonProcess(workdir, repo_url, poll, extra=extra)  # reuses its config file and ports
         self.xds_port, self.api_port = process.xds_port, process.api_port
         self.api = process.api
         self.daemon = Daemon(load_config(process.config_path))

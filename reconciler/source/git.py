@@ -138,8 +138,11 @@ def _rev_parse(repo: Repo, ref: str, where: str) -> str:
     return sha.strip()
 
 
-def _read_tree(repo: Repo, sha: str, path: str, where: str) -> dict[str, bytes]:
-    """Every regular *.yaml / *.yml blob under `path` at resolved commit `sha`, keyed relative to `path`.
+def _read_tree(
+    repo: Repo, sha: str, path: str, where: str, suffixes: tuple[str, ...] | None = MANIFEST_SUFFIXES
+) -> dict[str, bytes]:
+    """Every regular blob under `path` at resolved commit `sha` whose name ends with one of `suffixes`
+    (None: every file), keyed relative to `path`.
 
     Straight from the object database, one long-lived `git cat-file` process for all objects.
     Symlinks and submodules are skipped: they are not content of this tree.
@@ -166,7 +169,7 @@ def _read_tree(repo: Repo, sha: str, path: str, where: str) -> dict[str, bytes]:
             elif (
                 isinstance(item, Blob)
                 and item.mode & _FILE_TYPE_MASK == _REGULAR_FILE
-                and item.name.endswith(MANIFEST_SUFFIXES)
+                and (suffixes is None or item.name.endswith(suffixes))
             ):
                 files[prefix + item.name] = item.data_stream.read()
     return dict(sorted(files.items()))
@@ -191,15 +194,16 @@ def resolve_at(repo_dir: Path, ref: str) -> str:
         return _rev_parse(repo, ref, where)
 
 
-def read_tree_at(repo_dir: Path, ref: str, path: str) -> dict[str, bytes]:
-    """The manifests under `path` at `ref` of a local repository, like `GitSource.read_manifests`.
+def read_tree_at(repo_dir: Path, ref: str, path: str, all_files: bool = False) -> dict[str, bytes]:
+    """The manifests (or, with `all_files`, every file) under `path` at `ref` of a local repository.
 
     Reads committed content only: the working tree and the index are ignored.
     """
     folder = _normalize_path(path)
     where = f"the repository {repo_dir}"
     with _open_repo(repo_dir, "repository") as repo:
-        return _read_tree(repo, _rev_parse(repo, ref, where), folder, where)
+        suffixes = None if all_files else MANIFEST_SUFFIXES
+        return _read_tree(repo, _rev_parse(repo, ref, where), folder, where, suffixes)
 
 
 class GitSource:
@@ -293,6 +297,11 @@ class GitSource:
         """Every *.yaml / *.yml file under `path` at commit `sha`, keyed relative to `path`, sorted."""
         with self._mirror_repo() as repo:
             return _read_tree(repo, _rev_parse(repo, sha, self._where), self.path, self._where)
+
+    def read_files(self, sha: str) -> dict[str, bytes]:
+        """Every file under `path` at commit `sha`, any type (the secret scan looks at all of them)."""
+        with self._mirror_repo() as repo:
+            return _read_tree(repo, _rev_parse(repo, sha, self._where), self.path, self._where, suffixes=None)
 
     def commit(self, sha: str) -> Commit:
         with self._mirror_repo() as repo:

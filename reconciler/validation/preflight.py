@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.cli.bootstrap import envoy_bootstrap
-from reconciler.cli.localrun import envoy_binary
 from reconciler.config.model import ResolvedConfig
 from reconciler.diagnostics import Finding, Location, Severity
+from reconciler.envoy_binary import envoy_binary
 from reconciler.manifests.model import Resource
 from reconciler.pipeline import Build
 from reconciler.translate.snapshot import CLUSTER, LISTENER, ROUTE, Snapshot

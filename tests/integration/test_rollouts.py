@@ -179,10 +179,10 @@ def test_nacked_change_is_reverted_and_never_leaves_wave_one(
     port = free_port()
     repo = Repo(remote, port, upstreams, "{waves: [1, 100%], bake: 1s, ackTimeout: 10s}")
     good = repo.route("a")
-    # An RE2 error Envoy rejects; validation would catch it, so this test lets it slip past on purpose.
+    # An RE2 error Envoy rejects; validation and preflight would catch it, so this test lets it slip past.
     monkeypatch.setattr("reconciler.pipeline.validate", lambda manifests, config: [])
     (tmp_path / "daemon").mkdir()
-    daemon = InProcessDaemon(tmp_path / "daemon", remote.url).start()
+    daemon = InProcessDaemon(tmp_path / "daemon", remote.url, extra={"preflight": {"enabled": False}}).start()
     try:
         envoys = {node: start_envoy("edge", node, daemon.xds_port, ADDRESSES[node]) for node in NODES}
         wait_for(lambda: nodes_on(daemon, good), what="all nodes on the good revision")
@@ -347,3 +347,39 @@ def test_newer_commit_supersedes_a_rollout_in_flight(
     assert (middle, "Superseded") in history
     wait_for(lambda: nodes_on(daemon, newest), what="every node on the newest revision")
     assert all(answer(port, node) == (200, "a") for node in NODES)
+
+
+def test_preflight_and_secret_scan_stop_a_revision_before_any_node(
+    tmp_path: Path, remote: GitRemote, upstreams: dict[str, EchoServer], monkeypatch: pytest.MonkeyPatch,
+    start_envoy: Callable[..., EnvoyProcess],
+) -> None:  # fmt: skip
+    port = free_port()
+    repo = Repo(remote, port, upstreams, "{waves: [1, 100%], bake: 0s, ackTimeout: 10s}")
+    good = repo.route("a")
+    monkeypatch.setattr("reconciler.pipeline.validate", lambda manifests, config: [])  # only preflight is left
+    (tmp_path / "daemon").mkdir()
+    daemon = InProcessDaemon(tmp_path / "daemon", remote.url).start()
+    try:
+        envoys = {node: start_envoy("edge", node, daemon.xds_port, ADDRESSES[node]) for node in NODES}
+        wait_for(lambda: nodes_on(daemon, good), what="all nodes on the good revision")
+
+        bad = repo.route("b", match='{uri: {regex: "/api/(unclosed"}}')
+        entry = wait_for(lambda: finished(daemon, bad) or _rejected(daemon, bad), what="the preflight verdict")
+        assert entry["result"] == "Rejected" and "missing )" in entry["reason"]
+        assert all(rejected_updates(envoy) == 0 for envoy in envoys.values())  # no node ever saw it
+
+        remote.write("keys/edge.key", "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n"
+                     "-----END PRIVATE KEY-----\n")  # fmt: skip
+        leaked = repo.route("a")
+        entry = wait_for(lambda: _rejected(daemon, leaked), what="the secret scan verdict")
+        assert "keys/edge.key:1:1" in entry["reason"] and "private key" in entry["reason"]
+        assert daemon.fleet("edge")["last_good_revision"] == good
+    finally:
+        daemon.stop()
+
+
+def _rejected(daemon: InProcessDaemon, revision: str) -> dict[str, Any] | None:
+    for entry in daemon.fleet("edge")["history"]:
+        if entry["revision"] == revision and entry["result"] == "Rejected":
+            return dict(entry)
+    return None

@@ -33,7 +33,7 @@ def handle(args: argparse.Namespace) -> int:
     try:
         base_sha, head_sha = resolve_at(args.repo, args.base), resolve_at(args.repo, args.head)
         base_files = read_tree_at(args.repo, base_sha, args.path)
-        head_files = read_tree_at(args.repo, head_sha, args.path)
+        head_files = read_tree_at(args.repo, head_sha, args.path, all_files=True)  # the secret scan reads all
     except SourceError as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return 2

@@ -30,7 +30,7 @@ def handle(args: argparse.Namespace) -> int:
     configure_logging(config.log.format, config.log.level)
     try:
         daemon = Daemon(config)
-    except (SecretFileError, TlsConfigError, ValueError) as exc:  # unusable secrets or keys: say which
+    except (SecretFileError, TlsConfigError, ValueError, FileNotFoundError) as exc:  # say which file is wrong
         print(f"reconciler: cannot start: {exc}", file=sys.stderr)
         return 2
     try:
