@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from reconciler.cli.commands import bootstrap, demo, history, plan, render, run, status, validate
+from reconciler.cli.output import UsageError
 
 COMMANDS = (run, validate, plan, render, bootstrap, status, history, demo)
 
@@ -31,6 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
         return code
+    except UsageError as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -19,14 +19,18 @@ _RESET = "\033[0m"
 MAX_SCANNED_BYTES = 16 * 1024 * 1024
 
 
-def read_folder(folder: Path) -> dict[str, bytes] | None:
+class UsageError(Exception):
+    """A mistake in how the command was called: `main` prints it as one sentence and exits 2."""
+
+
+def read_folder(folder: Path) -> dict[str, bytes]:
     """Every manifest file below `folder`, keyed by its path relative to it (hidden folders skipped).
 
     A file over the loader's size limit is read only up to just past it: the loader refuses it anyway, and
     memory stays bounded whatever lands in the folder.
     """
     if not folder.is_dir():
-        return None
+        raise UsageError(f"{folder} is not a folder")
     return {
         relative: _read_head(path, MAX_FILE_BYTES + 1)
         for relative, path in _files(folder, skip_hidden=True)

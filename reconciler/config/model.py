@@ -6,6 +6,7 @@ references become `namespace/name`, and the order of several VirtualServices on 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from reconciler.diagnostics import Finding, Location
@@ -64,6 +65,12 @@ class Service:
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.number == number), None)
+
+    def selected_endpoints(self, labels: Mapping[str, str]) -> list[WorkloadEntry]:
+        """The endpoints a subset's labels select; a DNS entry without endpoints resolves its own host."""
+        if not self.endpoints and self.resolution.startswith("DNS") and "*" not in self.host:
+            return [WorkloadEntry(address=self.host)] if not labels else []
+        return [e for e in self.endpoints if all(e.labels.get(k) == v for k, v in labels.items())]
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,17 @@ Protocol = Literal["HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP",
 TLSMode = Literal["PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL"]
 TLSVersion = Literal["TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3"]
 
+# How gateways serve each protocol: HTTP ones through the HTTP connection manager, HTTPS and TLS on
+# SNI-matched filter chains; istiod proxies the TCP ones as opaque TCP (their protocol filters are off on
+# gateways). Every other protocol is not served by a gateway.
+HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
+TLS_PROTOCOLS = frozenset({"HTTPS", "TLS"})
+TCP_PROTOCOLS = frozenset({"TCP", "MONGO", "MYSQL", "REDIS"})
+PASSTHROUGH_MODES = frozenset({"PASSTHROUGH", "AUTO_PASSTHROUGH"})
+TERMINATING_MODES = frozenset({"SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"})
+# A `bind` or an endpoint `address` with this prefix names a unix domain socket (which has no port).
+UNIX_PREFIX = "unix://"
+
 
 @dataclass(frozen=True)
 class Port:

@@ -18,7 +18,7 @@ from reconciler.manifests.model import Probe, RolloutPolicy
 from reconciler.rollout.health import AdminClient, Counters, probe
 from reconciler.rollout.model import FailureKind, Result, Rollout, RolloutState, WaveReport
 from reconciler.rollout.policy import plan_waves
-from reconciler.translate.snapshot import CLUSTER, LISTENER, ROUTE, Snapshot, _digest
+from reconciler.translate.snapshot import CLUSTER, LISTENER, ROUTE, Snapshot, content_digest
 from reconciler.xds import AdsServer, NodeState, NodeStream
 
 log = structlog.get_logger("reconciler.rollout")
@@ -41,8 +41,8 @@ def revert_snapshot(last_good: Snapshot, reverted_revision: str) -> Snapshot:
     """The last good resources under new version strings, so a revert is a push every node must ACK again
     (Envoy skips unchanged content, so it costs nothing). Deterministic: status can name its revision."""
     salt = f"revert:{reverted_revision}".encode()
-    versions = {t: _digest(v.encode(), salt) for t, v in last_good.type_versions.items()}
-    return Snapshot(last_good.resources, _digest(last_good.version.encode(), salt), versions)
+    versions = {t: content_digest(v.encode(), salt) for t, v in last_good.type_versions.items()}
+    return Snapshot(last_good.resources, content_digest(last_good.version.encode(), salt), versions)
 
 
 class RolloutController:

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 
+from reconciler.config.listeners import plan_listeners
 from reconciler.config.model import ResolvedConfig
 from reconciler.diagnostics import Finding
 from reconciler.translate.clusters import build_clusters
 from reconciler.translate.listener_build import FleetContext, build_port
-from reconciler.translate.listener_merge import merge_servers
 from reconciler.translate.secrets import Credential, SecretBook
 from reconciler.translate.snapshot import Snapshot
 
@@ -39,7 +39,8 @@ def translate_fleet(config: ResolvedConfig, fleet: str, options: TranslateOption
     options = options or TranslateOptions()
     context = FleetContext(config, options.default_bind, SecretBook(options.credentials))
     messages: list[Message] = list(build_clusters(config))
-    for group in merge_servers(config.fleets[fleet], context.findings):
+    # What the listener plan leaves out is validation's to report (validation.analysis), not reported again here.
+    for group in plan_listeners(config, config.fleets[fleet]).ports:
         messages.extend(build_port(context, group))
     messages.extend(context.secrets.resources())
     return Translation(Snapshot.build(messages), (*context.findings, *context.secrets.findings))

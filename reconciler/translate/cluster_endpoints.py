@@ -10,9 +10,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from google.protobuf import wrappers_pb2
 
 from reconciler.config.model import Service
-from reconciler.manifests.model import ServicePort, WorkloadEntry
-
-UNIX_PREFIX = "unix://"
+from reconciler.manifests.model import UNIX_PREFIX, ServicePort, WorkloadEntry
 
 
 def uses_eds(service: Service) -> bool:
@@ -20,19 +18,12 @@ def uses_eds(service: Service) -> bool:
     return service.resolution in ("STATIC", "NONE")
 
 
-def selected_endpoints(service: Service, labels: Mapping[str, str]) -> list[WorkloadEntry]:
-    """The endpoints a subset's labels select; a DNS entry without endpoints resolves its own host."""
-    if not service.endpoints and service.resolution.startswith("DNS") and "*" not in service.host:
-        return [WorkloadEntry(address=service.host)] if not labels else []
-    return [e for e in service.endpoints if all(e.labels.get(k) == v for k, v in labels.items())]
-
-
 def load_assignment(
     name: str, service: Service, port: ServicePort, labels: Mapping[str, str]
 ) -> endpoint_pb2.ClusterLoadAssignment:
     """One LocalityLbEndpoints per locality, in the order the localities first appear (istiod groups them so)."""
     by_locality: dict[str, list[ec.LbEndpoint]] = {}
-    for endpoint in selected_endpoints(service, labels):
+    for endpoint in service.selected_endpoints(labels):
         by_locality.setdefault(endpoint.locality, []).append(_lb_endpoint(endpoint, port))
     return endpoint_pb2.ClusterLoadAssignment(
         cluster_name=name,

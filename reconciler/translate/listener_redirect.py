@@ -15,8 +15,8 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 
 from reconciler.config.model import BoundServer
+from reconciler.config.servers import describe, https_redirects, server_finding, server_hostnames
 from reconciler.diagnostics import Finding, Severity
-from reconciler.translate.listener_servers import describe, https_redirects, server_finding, server_hostnames
 
 BLACKHOLE = "blackhole"
 

@@ -11,13 +11,13 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import wrappers_pb2
 
+from reconciler.manifests.model import UNIX_PREFIX
 from reconciler.translate.common import ads_source, pack, seconds
 from reconciler.translate.http_filters import gateway_http_filters
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
-UNIX_PREFIX = "unix://"
 # istiod's PILOT_GATEWAY_TRANSPORT_SOCKET_CONNECT_TIMEOUT: a TLS handshake that has not finished by then is
 # dropped, so slow-handshake clients cannot pin connections (and memory) open.
 TLS_HANDSHAKE_TIMEOUT_S = 15.0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from http import HTTPStatus
-
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
@@ -14,6 +12,7 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2
 
 from reconciler.manifests.model import CorsPolicy, HTTPFaultInjection, HTTPRetry, Percent, StringMatch
+from reconciler.manifests.status_codes import GRPC_STATUS_CODES, is_known_http_status
 from reconciler.translate.common import duration, pack
 from reconciler.translate.route_match import string_matcher
 
@@ -22,31 +21,6 @@ DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriab
 DEFAULT_RETRY_ATTEMPTS = 2
 HOST_SELECTION_RETRY_MAX_ATTEMPTS = 5
 RETRIABLE_STATUS_CODES = "retriable-status-codes"
-
-GRPC_STATUS_CODES = {
-    name: code
-    for code, name in enumerate(
-        (
-            "OK",
-            "CANCELLED",
-            "UNKNOWN",
-            "INVALID_ARGUMENT",
-            "DEADLINE_EXCEEDED",
-            "NOT_FOUND",
-            "ALREADY_EXISTS",
-            "PERMISSION_DENIED",
-            "RESOURCE_EXHAUSTED",
-            "FAILED_PRECONDITION",
-            "ABORTED",
-            "OUT_OF_RANGE",
-            "UNIMPLEMENTED",
-            "INTERNAL",
-            "UNAVAILABLE",
-            "DATA_LOSS",
-            "UNAUTHENTICATED",
-        )
-    )
-}
 
 
 def retry_policy(retries: HTTPRetry | None, consistent_hash: bool = False) -> rc.RetryPolicy | None:
@@ -100,20 +74,11 @@ def _split_retry_on(retry_on: str) -> tuple[list[str], list[int]]:
     codes: list[int] = []
     for raw in retry_on.split(","):
         token = raw.strip()
-        if _is_http_status(token):
+        if is_known_http_status(token):
             codes.append(int(token))
         elif token:
             tokens.append(token)
     return tokens, codes
-
-
-def _is_http_status(token: str) -> bool:
-    """What Go's http.StatusText knows, as istiod tests it (Python's HTTPStatus lists the same codes)."""
-    try:
-        HTTPStatus(int(token))
-    except ValueError:
-        return False
-    return True
 
 
 def fractional_percent(percent: Percent) -> percent_pb2.FractionalPercent:

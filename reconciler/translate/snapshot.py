@@ -52,7 +52,12 @@ MESSAGE_CLASSES: dict[str, type[Message]] = {
 REDACTED = "[redacted]"
 
 
-def _digest(*parts: bytes) -> str:
+def content_digest(*parts: bytes) -> str:
+    """A short, stable hash of `parts` in order: every snapshot and resource version is one of these.
+
+    Each part is length-prefixed so different splits of the same bytes never collide; 16 hex characters
+    (64 bits) are plenty to tell a fleet's revisions apart.
+    """
     h = hashlib.sha256()
     for part in parts:
         h.update(len(part).to_bytes(8, "big"))
@@ -80,7 +85,7 @@ class XdsResource:
     @classmethod
     def of(cls, message: Message) -> XdsResource:
         body = message.SerializeToString(deterministic=True)
-        return cls(type_url_of(message), resource_name(message), body, _digest(body))
+        return cls(type_url_of(message), resource_name(message), body, content_digest(body))
 
     def message(self) -> Message:
         return MESSAGE_CLASSES[self.type_url].FromString(self.body)
@@ -106,11 +111,15 @@ class Snapshot:
                 raise ValueError(f"two {SHORT_NAMES[item.type_url]} are named {item.name!r}")
             by_type[item.type_url][item.name] = item
         frozen = {t: MappingProxyType(dict(sorted(v.items()))) for t, v in by_type.items()}
-        type_versions = {t: _digest(*(f"{r.name}={r.digest}".encode() for r in v.values())) for t, v in frozen.items()}
+        type_versions = {
+            t: content_digest(*(f"{r.name}={r.digest}".encode() for r in v.values())) for t, v in frozen.items()
+        }
         # A cluster that changes only becomes active once Envoy gets a *new* endpoints response for it,
         # even with unchanged endpoints; tying the EDS version to the CDS version forces that resend.
-        type_versions[ENDPOINT] = _digest(type_versions[ENDPOINT].encode(), type_versions[CLUSTER].encode())
-        version = _digest(*(type_versions[t].encode() for t in PUSH_ORDER if t not in OPTIONAL_TYPES or frozen[t]))
+        type_versions[ENDPOINT] = content_digest(type_versions[ENDPOINT].encode(), type_versions[CLUSTER].encode())
+        version = content_digest(
+            *(type_versions[t].encode() for t in PUSH_ORDER if t not in OPTIONAL_TYPES or frozen[t])
+        )
         return cls(MappingProxyType(frozen), version, MappingProxyType(type_versions))
 
     @classmethod

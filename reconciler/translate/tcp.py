@@ -1,97 +1,25 @@
-"""VirtualService `tcp` and `tls` routes → Envoy tcp_proxy filters for TCP, TLS and passthrough servers.
-
-istiod's rules (`buildGatewayNetworkFiltersFromTCPRoutes` / `...FromTLSRoutes`): a VirtualService applies to a
-server when it is bound to the server's Gateway and one of its hosts matches a server host; on gateways
-only a match's `port` and `gateways` count. A TCP server (or a terminating TLS server) proxies to the first
-VirtualService, in VirtualService order, with a matching `tcp` rule, and ignores every later one; a
-PASSTHROUGH server gets one filter chain per matching `tls[].match[]`, keyed by its `sniHosts`.
-"""
+"""VirtualService `tcp` and `tls` routes → Envoy tcp_proxy filters (the rules are chosen in `config.l4_routes`)."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 from envoy.config.listener.v3 import listener_components_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
-from reconciler.config import hosts
-from reconciler.config.model import BoundServer, ResolvedConfig, ResolvedVirtualService
-from reconciler.config.resolve import resolve_gateway_name
-from reconciler.diagnostics import Finding, Location, Severity
-from reconciler.manifests.model import RouteDestination
+from reconciler.config.l4_routes import L4Route
+from reconciler.config.model import ResolvedConfig
 from reconciler.translate.common import destination_cluster, pack
-from reconciler.translate.listener_servers import describe
 
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 
 
-@dataclass(frozen=True)
-class L4Route:
-    """One `tcp[]` rule, or one `tls[].match[]` entry, chosen for a server."""
-
-    vs: ResolvedVirtualService
-    path: tuple[str | int, ...]  # where the rule (or match) sits in the VirtualService
-    destinations: Sequence[RouteDestination]
-    sni_hosts: tuple[str, ...] = ()
-
-    @property
-    def location(self) -> Location:
-        return self.vs.resource.locate(*self.path)
-
-
-def attached_virtual_services(config: ResolvedConfig, bound: BoundServer) -> list[ResolvedVirtualService]:
-    """The VirtualServices whose hosts meet the server's, in VirtualService order."""
-    refs = {vs.ref for _, attached in bound.virtual_hosts for vs in attached}
-    return [vs for vs in config.virtual_services if vs.ref in refs]
-
-
-def tcp_route(config: ResolvedConfig, bound: BoundServer, findings: list[Finding]) -> L4Route | None:
-    """The first matching `tcp` rule; later VirtualServices that also match are reported as shadowed."""
-    chosen: L4Route | None = None
-    for vs in attached_virtual_services(config, bound):
-        for index, rule in enumerate(vs.spec.tcp):
-            matches = [(m.port, m.gateways) for m in rule.match]
-            if matches and not any(_applies(port, gateways, vs, bound) for port, gateways in matches):
-                continue
-            if chosen is None:
-                chosen = L4Route(vs, ("spec", "tcp", index), rule.route)
-            elif chosen.vs.ref != vs.ref:
-                findings.append(
-                    Finding(
-                        Severity.WARNING,
-                        "tcp-route-shadowed",
-                        f"{describe(bound)} already proxies TCP by {chosen.vs.resource.ref} ({chosen.location}); "
-                        "a TCP server uses only the first matching VirtualService, so this rule never applies",
-                        vs.resource.locate("spec", "tcp", index),
-                        vs.resource.ref,
-                        (chosen.location,),
-                    )
-                )
-            break
-    return chosen
-
-
-def passthrough_routes(config: ResolvedConfig, bound: BoundServer) -> Iterator[L4Route]:
-    """Every `tls[].match[]` that applies to a PASSTHROUGH server, in order; each becomes a filter chain."""
-    for vs in attached_virtual_services(config, bound):
-        for index, rule in enumerate(vs.spec.tls):
-            for match_index, match in enumerate(rule.match):
-                if _applies(match.port, match.gateways, vs, bound):
-                    sni = tuple(sorted({hosts.normalize_host(h) for h in match.sni_hosts}))
-                    yield L4Route(vs, ("spec", "tls", index, "match", match_index), rule.route, sni)
-
-
-def _applies(port: int, gateways: list[str], vs: ResolvedVirtualService, bound: BoundServer) -> bool:
-    if port and port != bound.server.port.number:
-        return False
-    return not gateways or bound.gateway.ref in {resolve_gateway_name(g, vs.namespace) for g in gateways}
-
-
 def tcp_proxy_filter(
-    config: ResolvedConfig, route: L4Route, listener_port: int, findings: list[Finding]
+    config: ResolvedConfig, route: L4Route, listener_port: int
 ) -> listener_components_pb2.Filter | None:
-    """tcp_proxy to the route's destinations (weighted when several), or None with an error when it has none."""
+    """tcp_proxy to the route's destinations (weighted when several), or None when it has none.
+
+    Validation reports a rule without destinations (missing-action, zero-total-weight) and the pipeline does
+    not translate a fleet it reaches; None only keeps a direct call from building an empty proxy.
+    """
     proxy = tcp_proxy_pb2.TcpProxy()
     destinations = route.destinations
     if len(destinations) == 1:
@@ -108,15 +36,5 @@ def tcp_proxy_filter(
                     )
                 )
         if not proxy.weighted_clusters.clusters:
-            findings.append(
-                Finding(
-                    Severity.ERROR,
-                    "tcp-route-without-destination",
-                    "this rule sends connections nowhere: give it a destination "
-                    "(with a weight above 0 when there are several)",
-                    route.location,
-                    route.vs.resource.ref,
-                )
-            )
             return None
     return listener_components_pb2.Filter(name=TCP_PROXY_FILTER, typed_config=pack(proxy))

@@ -14,10 +14,10 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from google.protobuf import wrappers_pb2
 
 from reconciler.config.model import BoundServer
+from reconciler.config.servers import server_finding, server_location
 from reconciler.diagnostics import Finding, Severity
 from reconciler.manifests.model import ServerTLSSettings, TLSCertificate
 from reconciler.translate.common import san_matcher
-from reconciler.translate.listener_servers import server_finding, server_location
 from reconciler.translate.secrets import SecretBook, SecretUse
 
 ALPN_HTTP = ("h2", "http/1.1")  # istiod's ALPN on every terminating gateway chain, HTTPS and TLS alike

@@ -11,13 +11,13 @@ from __future__ import annotations
 from reconciler.config.model import ResolvedConfig
 from reconciler.diagnostics import Finding
 from reconciler.manifests.loader import ManifestSet
-from reconciler.translate.cluster_checks import check_upstreams
-from reconciler.translate.route_checks import check_http_routes
 from reconciler.validation.analysis import analyze
 from reconciler.validation.certificates import FileProbe, check_certificate_files
 from reconciler.validation.references import check_references
+from reconciler.validation.route_checks import check_http_routes
 from reconciler.validation.rules import check_resources
 from reconciler.validation.secrets import scan_for_secrets
+from reconciler.validation.upstreams import check_upstreams
 
 
 def validate(manifests: ManifestSet, config: ResolvedConfig) -> list[Finding]:

@@ -1,7 +1,9 @@
 """Cross-resource analysis: what istiod merges, drops or ignores silently when resources meet in a fleet.
 
 `istioctl analyze` covers some of this for the mesh only; here every check is per fleet and per listener
-(bind, port), and every finding names all the places involved (`Finding.related`).
+(bind, port), and every finding names all the places involved (`Finding.related`). What does not fit on a
+listener (protocol clashes, hosts and SNI names claimed twice) comes from the listener plan translation
+builds (`config.listeners`), so validation reports exactly what translation would leave out.
 """
 
 from __future__ import annotations
@@ -10,16 +12,14 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 from reconciler.config import hosts
-from reconciler.config.model import BoundServer, FleetConfig, ResolvedConfig, ResolvedVirtualService
+from reconciler.config.listeners import plan_listeners
+from reconciler.config.model import ResolvedConfig, ResolvedVirtualService
 from reconciler.config.resolve import MESH
 from reconciler.diagnostics import Finding, Location, Severity
 from reconciler.manifests.loader import ManifestSet
-from reconciler.manifests.model import GatewaySpec, Resource, VirtualServiceSpec
+from reconciler.manifests.model import HTTP_PROTOCOLS, GatewaySpec, Resource, VirtualServiceSpec
 from reconciler.validation.common import Path, finding_at
-from reconciler.validation.gateway import HTTP_PROTOCOLS, TLS_PROTOCOLS
 from reconciler.validation.match_analysis import is_catch_all
-
-Listener = tuple[str, int]  # (bind, port)
 
 
 def analyze(manifests: ManifestSet, config: ResolvedConfig) -> list[Finding]:
@@ -38,13 +38,7 @@ def analyze(manifests: ManifestSet, config: ResolvedConfig) -> list[Finding]:
                     fleet.resource.ref,
                 )
             )
-        by_listener: dict[Listener, list[BoundServer]] = defaultdict(list)
-        for bound in fleet.servers:
-            by_listener[(bound.server.bind, bound.server.port.number)].append(bound)
-        for listener, servers in sorted(by_listener.items()):
-            findings.extend(_protocol_conflicts(fleet, listener, servers))
-            findings.extend(_duplicate_tls_hosts(fleet, listener, servers))
-            findings.extend(_duplicate_snis(fleet, listener, servers))
+        findings.extend(plan_listeners(config, fleet).findings)
     findings.extend(_host_conflicts(config))
     return _unique(findings)
 
@@ -137,90 +131,6 @@ def _delegates(config: ResolvedConfig) -> Iterator[Finding]:
                 )
 
 
-def _protocol_class(protocol: str) -> str:
-    if protocol in HTTP_PROTOCOLS:
-        return "HTTP"
-    if protocol in TLS_PROTOCOLS:
-        return "TLS"
-    return protocol
-
-
-def _describe(bound: BoundServer) -> str:
-    return f"{bound.server.port.protocol} server #{bound.index} of Gateway {bound.gateway.ref}"
-
-
-def _server_finding(
-    bound: BoundServer, path: Path, severity: Severity, code: str, message: str, first: BoundServer
-) -> Finding:
-    related = [first.gateway.resource.locate("spec", "servers", first.index, "port")]
-    return finding_at(bound.gateway.resource, ("spec", "servers", bound.index, *path), severity, code, message, related)
-
-
-def _protocol_conflicts(fleet: FleetConfig, listener: Listener, servers: list[BoundServer]) -> Iterator[Finding]:
-    first = servers[0]
-    for bound in servers[1:]:
-        if _protocol_class(bound.server.port.protocol) != _protocol_class(first.server.port.protocol):
-            yield _server_finding(
-                bound,
-                ("port", "protocol"),
-                Severity.ERROR,
-                "protocol-conflict",
-                f"in fleet {fleet.name!r}, port {_listener_name(listener)} already serves {_describe(first)}; one "
-                f"port cannot also serve {bound.server.port.protocol} (istiod would drop one of them). Use "
-                "another port or the same protocol",
-                first,
-            )
-
-
-def _duplicate_tls_hosts(fleet: FleetConfig, listener: Listener, servers: list[BoundServer]) -> Iterator[Finding]:
-    owners: dict[str, BoundServer] = {}
-    for bound in servers:
-        if bound.server.port.protocol not in TLS_PROTOCOLS:
-            continue
-        for j, raw in enumerate(bound.server.hosts):
-            host = hosts.normalize_host(hosts.split_namespaced_host(raw, bound.gateway.resource.namespace)[1])
-            first = owners.setdefault(host, bound)
-            if first is not bound:
-                yield _server_finding(
-                    bound,
-                    ("hosts", j),
-                    Severity.ERROR,
-                    "duplicate-tls-host",
-                    f"in fleet {fleet.name!r}, TLS host {host!r} on port {_listener_name(listener)} is already "
-                    f"served by {_describe(first)}; Envoy cannot tell two TLS servers with one name apart",
-                    first,
-                )
-
-
-def _duplicate_snis(fleet: FleetConfig, listener: Listener, servers: list[BoundServer]) -> Iterator[Finding]:
-    owners: dict[str, tuple[ResolvedVirtualService, Path]] = {}
-    visited: set[tuple[str, int, int]] = set()
-    for bound in servers:
-        tls = bound.server.tls
-        if tls is None or tls.mode != "PASSTHROUGH":
-            continue
-        for _, virtual_services in bound.virtual_hosts:
-            for vs in virtual_services:
-                for i, rule in enumerate(vs.spec.tls):
-                    for j, match in enumerate(rule.match):
-                        if (match.port and match.port != listener[1]) or (vs.ref, i, j) in visited:
-                            continue
-                        visited.add((vs.ref, i, j))
-                        for k, sni in enumerate(match.sni_hosts):
-                            path: Path = ("spec", "tls", i, "match", j, "sniHosts", k)
-                            first = owners.setdefault(hosts.normalize_host(sni), (vs, path))
-                            if first != (vs, path):
-                                yield finding_at(
-                                    vs.resource,
-                                    path,
-                                    Severity.ERROR,
-                                    "duplicate-sni",
-                                    f"in fleet {fleet.name!r}, SNI {sni!r} on port {_listener_name(listener)} is "
-                                    f"already routed by VirtualService {first[0].ref}; istiod would skip this match",
-                                    [first[0].resource.locate(*first[1])],
-                                )
-
-
 def _host_conflicts(config: ResolvedConfig) -> Iterator[Finding]:
     """Several VirtualServices on one host of one gateway: merged in a fixed order; say which, and what it hides."""
     places: dict[tuple[str, tuple[str, ...]], list[str]] = defaultdict(list)
@@ -284,13 +194,8 @@ def _host_location(vs: ResolvedVirtualService, host: str) -> Location:
     return vs.resource.locate(*_host_path(vs, host))
 
 
-def _listener_name(listener: Listener) -> str:
-    bind, port = listener
-    return f"{bind}:{port}" if bind else str(port)
-
-
 def _unique(findings: list[Finding]) -> list[Finding]:
-    """A problem reached twice (e.g. through two servers of one listener) is reported once."""
+    """A problem reached twice (through two servers of one listener, or two fleets of one Gateway) is reported once."""
     seen: set[tuple[str, str, Location]] = set()
     out = []
     for finding in findings:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from reconciler.manifests.model import Server, ServerTLSSettings
+from reconciler.manifests.model import (
+    HTTP_PROTOCOLS,
+    PASSTHROUGH_MODES,
+    TERMINATING_MODES,
+    TLS_PROTOCOLS,
+    UNIX_PREFIX,
+    Server,
+    ServerTLSSettings,
+)
 from reconciler.validation.common import Path, ResourceReport
 from reconciler.validation.names import gateway_host_errors, ip_error
-
-HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
-TLS_PROTOCOLS = frozenset({"HTTPS", "TLS"})
-PASSTHROUGH_MODES = frozenset({"PASSTHROUGH", "AUTO_PASSTHROUGH"})
-TERMINATING_MODES = frozenset({"SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"})
-UNIX_PREFIX = "unix://"
 
 # The cipher suite names Envoy's BoringSSL accepts (istio pkg/config/security ValidCipherSuites).
 CIPHER_SUITES = frozenset(

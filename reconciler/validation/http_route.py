@@ -19,6 +19,7 @@ from reconciler.manifests.model import (
     HTTPRoute,
     StringMatch,
 )
+from reconciler.manifests.status_codes import GRPC_STATUS_CODES, is_known_http_status
 from reconciler.validation.common import Path, ResourceReport
 from reconciler.validation.fields import (
     check_destination,
@@ -44,27 +45,6 @@ from reconciler.validation.regex import regex_error
 # route without an action for the others, which Envoy rejects.
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 CORS_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE", "*"})
-GRPC_STATUS_CODES = frozenset(
-    {
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    }
-)
 RETRY_ON_POLICIES = frozenset(
     {
         "5xx",
@@ -84,11 +64,6 @@ RETRY_ON_POLICIES = frozenset(
         "resource-exhausted",
         "unavailable",
     }
-)
-# The status codes Go's net/http knows (http.StatusText != ""), which istio accepts in retryOn.
-KNOWN_STATUS_CODES = frozenset(
-    {*range(100, 104), *range(200, 209), 226, *range(300, 306), 307, 308, *range(400, 419), *range(421, 427)}
-    | {428, 429, 431, 451, *range(500, 509), 510, 511}
 )
 MAX_DIRECT_BODY = 1024 * 1024
 LARGE_DIRECT_BODY = 100 * 1024
@@ -388,7 +363,7 @@ def _check_retries(report: ResourceReport, retries: HTTPRetry | None, path: Path
     check_duration(report, (*path, "backoff"), retries.backoff)
     if retries.retry_on:
         for policy in retries.retry_on.split(","):
-            if policy not in RETRY_ON_POLICIES and not (policy.isdigit() and int(policy) in KNOWN_STATUS_CODES):
+            if policy not in RETRY_ON_POLICIES and not is_known_http_status(policy):
                 report.error(
                     (*path, "retryOn"),
                     "invalid-retry-on",

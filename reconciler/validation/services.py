@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reconciler.manifests.model import DestinationRuleSpec, ServiceEntrySpec
+from reconciler.manifests.model import UNIX_PREFIX, DestinationRuleSpec, ServiceEntrySpec
 from reconciler.validation.common import ResourceReport
 from reconciler.validation.fields import check_labels, check_port
 from reconciler.validation.names import (
@@ -14,7 +14,6 @@ from reconciler.validation.names import (
     wildcard_domain_error,
 )
 
-UNIX_PREFIX = "unix://"
 # Resolutions whose endpoints Envoy gets as addresses (EDS / STATIC clusters), which must be IPs.
 IP_RESOLUTIONS = frozenset({"STATIC", "NONE"})
 

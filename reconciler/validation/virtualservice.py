@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from reconciler.config import hosts
-from reconciler.manifests.model import TCPRoute, TLSRoute, VirtualServiceSpec
+from reconciler.config.resolve import MESH
+from reconciler.manifests.model import L4MatchAttributes, TCPRoute, TLSMatchAttributes, TLSRoute, VirtualServiceSpec
 from reconciler.validation.common import Path, ResourceReport
 from reconciler.validation.fields import check_destination, check_gateway_names, check_labels, check_port, check_weights
 from reconciler.validation.headers import is_jwt_claim
 from reconciler.validation.http_route import check_http_route
 from reconciler.validation.match_analysis import check_http_reachability, check_l4_reachability
 from reconciler.validation.names import is_dns_label, is_ip, subnet_error, vs_gateway_host_error, wildcard_domain_error
-
-MESH = "mesh"
 
 
 def check_virtual_service(report: ResourceReport) -> None:
@@ -94,14 +93,7 @@ def _check_tls_route(
             report.error((*where, "sniHosts"), "tls-match-without-sni", "a TLS match needs at least one SNI host")
         for k, sni in enumerate(match.sni_hosts):
             _check_sni_host(report, (*where, "sniHosts", k), sni, spec.hosts, applies_to_gateway)
-        for k, subnet in enumerate(match.destination_subnets):
-            problem = subnet_error(subnet)
-            if problem:
-                report.error((*where, "destinationSubnets", k), "invalid-subnet", problem)
-        if match.port:
-            check_port(report, (*where, "port"), match.port)
-        check_labels(report, (*where, "sourceLabels"), match.source_labels)
-        check_gateway_names(report, (*where, "gateways"), match.gateways)
+        _check_l4_match(report, where, match)
     _check_l4_destinations(report, route, path, "TLS")
 
 
@@ -125,16 +117,20 @@ def _check_sni_host(
 
 def _check_tcp_route(report: ResourceReport, route: TCPRoute, path: Path) -> None:
     for j, match in enumerate(route.match):
-        where = (*path, "match", j)
-        for k, subnet in enumerate(match.destination_subnets):
-            problem = subnet_error(subnet)
-            if problem:
-                report.error((*where, "destinationSubnets", k), "invalid-subnet", problem)
-        if match.port:
-            check_port(report, (*where, "port"), match.port)
-        check_labels(report, (*where, "sourceLabels"), match.source_labels)
-        check_gateway_names(report, (*where, "gateways"), match.gateways)
+        _check_l4_match(report, (*path, "match", j), match)
     _check_l4_destinations(report, route, path, "TCP")
+
+
+def _check_l4_match(report: ResourceReport, where: Path, match: TLSMatchAttributes | L4MatchAttributes) -> None:
+    """The fields TLS and TCP matches share (Istio's API declares them in both match types)."""
+    for k, subnet in enumerate(match.destination_subnets):
+        problem = subnet_error(subnet)
+        if problem:
+            report.error((*where, "destinationSubnets", k), "invalid-subnet", problem)
+    if match.port:
+        check_port(report, (*where, "port"), match.port)
+    check_labels(report, (*where, "sourceLabels"), match.source_labels)
+    check_gateway_names(report, (*where, "gateways"), match.gateways)
 
 
 def _check_l4_destinations(report: ResourceReport, route: TLSRoute | TCPRoute, path: Path, kind: str) -> None:

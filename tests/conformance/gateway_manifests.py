@@ -14,7 +14,7 @@ GATEWAY_SELECTOR = "{app: conformance-gateway}"
 
 
 def documents(*docs: str) -> str:
-    return "\n---\n".join(docs)
+    return "\n---\n".join(doc.strip("\n") for doc in docs)
 
 
 def gateway_manifest(*servers: str, name: str = "gw", namespace: str = "default") -> str:
@@ -28,12 +28,14 @@ spec:
 {listed}"""
 
 
-def service(host: str, endpoints: Mapping[str, int], port: int = 80, protocol: str = "TCP") -> str:
-    """A STATIC ServiceEntry for `host` whose endpoints (127.0.0.1) carry label `version: <name>`, plus a
-    DestinationRule with one subset per endpoint name."""
+def service(
+    host: str, endpoints: Mapping[str, int], port: int = 80, protocol: str = "TCP", port_name: str = "main"
+) -> str:
+    """A STATIC ServiceEntry for `host` whose endpoints (127.0.0.1, at the given ports) carry label
+    `version: <name>`, plus a DestinationRule with one subset per endpoint name."""
     name = host.split(".")[0]
     listed = ", ".join(
-        f"{{address: 127.0.0.1, ports: {{main: {p}}}, labels: {{version: {v}}}}}" for v, p in endpoints.items()
+        f"{{address: 127.0.0.1, ports: {{{port_name}: {p}}}, labels: {{version: {v}}}}}" for v, p in endpoints.items()
     )
     subsets = ", ".join(f"{{name: {v}, labels: {{version: {v}}}}}" for v in endpoints)
     return f"""apiVersion: networking.istio.io/v1
@@ -41,7 +43,7 @@ kind: ServiceEntry
 metadata: {{name: {name}}}
 spec:
   hosts: [{host}]
-  ports: [{{number: {port}, name: main, protocol: {protocol}}}]
+  ports: [{{number: {port}, name: {port_name}, protocol: {protocol}}}]
   resolution: STATIC
   endpoints: [{listed}]
 ---

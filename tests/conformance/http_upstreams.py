@@ -16,15 +16,18 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import requests
 
-from reconciler.cli.localrun import EchoServer
+from reconciler.cli.localrun import EchoServer, free_port
 from reconciler.diagnostics import Finding
 from reconciler.pipeline import build
+from tests.conformance import gateway_manifests
+from tests.conformance.gateway_manifests import documents, virtual_service
 from tests.conformance.harness import FLEET_MANIFEST, XdsHarness
 from tests.support import wait_for
 
@@ -109,36 +112,35 @@ spec:
 """
 
 
-def service(host: str, upstreams: dict[str, EchoServer], port: int = 80) -> str:
+def service(host: str, upstreams: Mapping[str, EchoServer], port: int = 80) -> str:
     """A STATIC ServiceEntry `host` whose endpoints are `upstreams` (labelled version=<key>), with one
     DestinationRule subset per upstream."""
-    endpoints = ", ".join(
-        f"{{address: 127.0.0.1, ports: {{http: {s.port}}}, labels: {{version: {name}}}}}"
-        for name, s in upstreams.items()
+    return gateway_manifests.service(
+        host, {name: s.port for name, s in upstreams.items()}, port, protocol="HTTP", port_name="http"
     )
-    subsets = ", ".join(f"{{name: {name}, labels: {{version: {name}}}}}" for name in upstreams)
-    name = host.split(".")[0]
-    return f"""
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: {name}}}
-spec:
-  hosts: [{host}]
-  ports: [{{number: {port}, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints: [{endpoints}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: {name}}}
-spec:
-  host: {host}
-  subsets: [{subsets}]
-"""
 
 
-def documents(*parts: str) -> str:
-    return "\n---\n".join(part.strip("\n") for part in parts)
+def http_routes(name: str, hosts: str, rules: str, gateways: str = "[gw]") -> str:
+    """A VirtualService `name` whose `http` section is `rules` (YAML list items, indented two spaces)."""
+    return virtual_service(name, hosts, f"  http:\n{rules}", gateways)
+
+
+def serve_http(harness: XdsHarness, backend: str, upstreams: Mapping[str, EchoServer], *manifests: str) -> int:
+    """A fresh HTTP port on Gateway `gw`, `backend` served by `upstreams`, and `manifests`; returns the port."""
+    port = free_port()
+    apply(harness, documents(http_gateway(port), service(backend, upstreams), *manifests), port)
+    return port
+
+
+@contextmanager
+def started(*names: str) -> Iterator[dict[str, ScriptedUpstream]]:
+    """Scripted upstreams by name, running for the `with` block (a module fixture's lifetime)."""
+    servers = {name: ScriptedUpstream(name).start() for name in names}
+    try:
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
 
 
 def findings_of(manifests: str) -> list[Finding]:

@@ -20,7 +20,10 @@ from tests.conformance.http_upstreams import (
     findings_of,
     get,
     http_gateway,
+    http_routes,
+    serve_http,
     service,
+    started,
 )
 
 HOST = "app.example.com"
@@ -28,33 +31,20 @@ HOST = "app.example.com"
 
 @pytest.fixture(scope="module")
 def upstreams() -> Iterator[dict[str, ScriptedUpstream]]:
-    servers = {name: ScriptedUpstream(name).start() for name in ("v1", "v2")}
-    yield servers
-    for server in servers.values():
-        server.stop()
+    with started("v1", "v2") as servers:
+        yield servers
 
 
 def virtual_service(rules: str) -> str:
-    return f"""
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: app}}
-spec:
-  hosts: [{HOST}]
-  gateways: [gw]
-  http:
-{rules}
-"""
+    return http_routes("app", f"[{HOST}]", rules)
 
 
 def manifests(port: int, upstreams: dict[str, ScriptedUpstream], rules: str) -> str:
-    return documents(http_gateway(port), service("app.internal", dict(upstreams)), virtual_service(rules))
+    return documents(http_gateway(port), service("app.internal", upstreams), virtual_service(rules))
 
 
 def serve(harness: XdsHarness, upstreams: dict[str, ScriptedUpstream], rules: str) -> int:
-    port = free_port()
-    apply(harness, manifests(port, upstreams, rules), port)
-    return port
+    return serve_http(harness, "app.internal", upstreams, virtual_service(rules))
 
 
 def echoed(response: requests.Response) -> dict[str, object]:

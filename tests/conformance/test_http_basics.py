@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler.cli.localrun import EchoServer, free_port
+from reconciler.cli.localrun import EchoServer
 from tests.conformance.harness import XdsHarness
-from tests.conformance.http_upstreams import apply, documents, get, http_gateway, service
+from tests.conformance.http_upstreams import get, http_routes, serve_http
 
 HOST = "reviews.example.com"
 
@@ -23,18 +23,7 @@ def backends() -> Iterator[dict[str, EchoServer]]:
 
 
 def serve(harness: XdsHarness, backends: dict[str, EchoServer], rules: str) -> int:
-    port = free_port()
-    vs = f"""
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: reviews}}
-spec:
-  hosts: [{HOST}]
-  gateways: [gw]
-  http:
-{rules}"""
-    apply(harness, documents(http_gateway(port), service("reviews.internal", dict(backends)), vs), port)
-    return port
+    return serve_http(harness, "reviews.internal", backends, http_routes("reviews", f"[{HOST}]", rules))
 
 
 def test_prefix_exact_and_unknown_host(gateway: XdsHarness, backends: dict[str, EchoServer]) -> None:

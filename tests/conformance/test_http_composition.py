@@ -7,17 +7,18 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler.cli.localrun import free_port
 from tests.conformance.harness import CaseRejected, XdsHarness
 from tests.conformance.http_upstreams import (
     ScriptedUpstream,
-    apply,
     codes,
     documents,
     findings_of,
     get,
     http_gateway,
+    http_routes,
+    serve_http,
     service,
+    started,
 )
 
 HOST = "shop.example.com"
@@ -25,26 +26,16 @@ HOST = "shop.example.com"
 
 @pytest.fixture(scope="module")
 def upstreams() -> Iterator[dict[str, ScriptedUpstream]]:
-    servers = {name: ScriptedUpstream(name).start() for name in ("v1", "v2", "v3")}
-    yield servers
-    for server in servers.values():
-        server.stop()
+    with started("v1", "v2", "v3") as servers:
+        yield servers
 
 
 def to(subset: str) -> str:
     return f"route: [{{destination: {{host: shop.internal, subset: {subset}}}}}]"
 
 
-def virtual_service(name: str, rules: str, hosts: str = f"[{HOST}]", extra: str = "  gateways: [gw]\n") -> str:
-    return f"""
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: {name}}}
-spec:
-  hosts: {hosts}
-{extra}  http:
-{rules}
-"""
+def virtual_service(name: str, rules: str) -> str:
+    return http_routes(name, f"[{HOST}]", rules)
 
 
 def delegate(name: str, rules: str, namespace: str = "default", export_to: str = "") -> str:
@@ -60,9 +51,7 @@ spec:
 
 
 def serve(harness: XdsHarness, upstreams: dict[str, ScriptedUpstream], *virtual_services: str) -> int:
-    port = free_port()
-    apply(harness, documents(http_gateway(port), service("shop.internal", dict(upstreams)), *virtual_services), port)
-    return port
+    return serve_http(harness, "shop.internal", upstreams, *virtual_services)
 
 
 def served_by(port: int, path: str) -> str:

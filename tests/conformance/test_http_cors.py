@@ -8,9 +8,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from reconciler.cli.localrun import free_port
 from tests.conformance.harness import XdsHarness
-from tests.conformance.http_upstreams import ScriptedUpstream, apply, documents, http_gateway, service
+from tests.conformance.http_upstreams import ScriptedUpstream, http_routes, serve_http, started
 
 HOST = "api.example.com"
 ROUTE = "route: [{destination: {host: api.internal}}]"
@@ -18,26 +17,13 @@ ROUTE = "route: [{destination: {host: api.internal}}]"
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[ScriptedUpstream]:
-    server = ScriptedUpstream("api").start()
-    yield server
-    server.stop()
+    with started("api") as servers:
+        yield servers["api"]
 
 
 def serve(harness: XdsHarness, upstream: ScriptedUpstream, cors: str) -> int:
-    port = free_port()
-    vs = f"""
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: api}}
-spec:
-  hosts: [{HOST}]
-  gateways: [gw]
-  http:
-  - corsPolicy: {cors}
-    {ROUTE}
-"""
-    apply(harness, documents(http_gateway(port), service("api.internal", {"v1": upstream}), vs), port)
-    return port
+    vs = http_routes("api", f"[{HOST}]", f"  - corsPolicy: {cors}\n    {ROUTE}\n")
+    return serve_http(harness, "api.internal", {"v1": upstream}, vs)
 
 
 POLICY = """

@@ -9,17 +9,18 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from reconciler.cli.localrun import free_port
 from tests.conformance.harness import XdsHarness
 from tests.conformance.http_upstreams import (
     ScriptedUpstream,
-    apply,
     codes,
     documents,
     findings_of,
     get,
     http_gateway,
+    http_routes,
+    serve_http,
     service,
+    started,
 )
 
 HOST = "app.example.com"
@@ -31,29 +32,20 @@ DELAYED = DELAY * 0.9
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[ScriptedUpstream]:
-    server = ScriptedUpstream("ratings").start()
-    yield server
-    server.stop()
+    with started("ratings") as servers:
+        yield servers["ratings"]
+
+
+def virtual_service(rules: str) -> str:
+    return http_routes("ratings", f"[{HOST}]", f"{rules}  - {ROUTE}\n")
 
 
 def manifests(port: int, upstream: ScriptedUpstream, rules: str) -> str:
-    vs = f"""
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: ratings}}
-spec:
-  hosts: [{HOST}]
-  gateways: [gw]
-  http:
-{rules}  - {ROUTE}
-"""
-    return documents(http_gateway(port), service("app.internal", {"v1": upstream}), vs)
+    return documents(http_gateway(port), service("app.internal", {"v1": upstream}), virtual_service(rules))
 
 
 def serve(harness: XdsHarness, upstream: ScriptedUpstream, rules: str) -> int:
-    port = free_port()
-    apply(harness, manifests(port, upstream, rules), port)
-    return port
+    return serve_http(harness, "app.internal", {"v1": upstream}, virtual_service(rules))
 
 
 def timed(port: int, **headers: str) -> tuple[requests.Response, float]:

@@ -19,7 +19,10 @@ from tests.conformance.http_upstreams import (
     findings_of,
     get,
     http_gateway,
+    http_routes,
+    serve_http,
     service,
+    started,
 )
 
 HOST = "app.example.com"
@@ -28,24 +31,13 @@ BACKEND = "app.internal"
 
 @pytest.fixture(scope="module")
 def upstreams() -> Iterator[dict[str, ScriptedUpstream]]:
-    servers = {name: ScriptedUpstream(name).start() for name in ("v1", "v2")}
-    yield servers
-    for server in servers.values():
-        server.stop()
+    with started("v1", "v2") as servers:
+        yield servers
 
 
 def routes(rules: str, gateways: str = "[gw]", hosts: str = f"[{HOST}]") -> str:
     """A VirtualService whose `http` is `rules` (YAML indented for `http:`), named `app`."""
-    return f"""
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: app}}
-spec:
-  hosts: {hosts}
-  gateways: {gateways}
-  http:
-{rules}
-"""
+    return http_routes("app", hosts, rules, gateways)
 
 
 TO_V1 = "route: [{destination: {host: app.internal, subset: v1}}]"
@@ -54,10 +46,7 @@ TO_V2 = "route: [{destination: {host: app.internal, subset: v2}}]"
 
 def serve(harness: XdsHarness, upstreams: dict[str, ScriptedUpstream], rules: str) -> int:
     """Apply one gateway (a fresh port) + the app service + a VS with `rules`; v1 is the fallback rule."""
-    port = free_port()
-    rules = rules + f"  - {TO_V1}\n"
-    apply(harness, documents(http_gateway(port), service(BACKEND, dict(upstreams)), routes(rules)), port)
-    return port
+    return serve_http(harness, BACKEND, upstreams, routes(rules + f"  - {TO_V1}\n"))
 
 
 def upstream(response: requests.Response) -> str:

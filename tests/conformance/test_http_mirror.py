@@ -9,16 +9,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler.cli.localrun import free_port
 from tests.conformance.harness import XdsHarness
 from tests.conformance.http_upstreams import (
     ScriptedUpstream,
     active_route_config,
-    apply,
-    documents,
     get,
-    http_gateway,
+    http_routes,
+    serve_http,
     service,
+    started,
 )
 from tests.support import wait_for
 
@@ -28,27 +27,13 @@ TO_V1 = "route: [{destination: {host: httpbin.internal, subset: v1}, weight: 100
 
 @pytest.fixture(scope="module")
 def upstreams() -> Iterator[dict[str, ScriptedUpstream]]:
-    servers = {name: ScriptedUpstream(name).start() for name in ("v1", "v2", "v3")}
-    yield servers
-    for server in servers.values():
-        server.stop()
+    with started("v1", "v2", "v3") as servers:
+        yield servers
 
 
 def serve(harness: XdsHarness, upstreams: dict[str, ScriptedUpstream], rule: str, *extra: str) -> int:
-    port = free_port()
-    vs = f"""
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: httpbin}}
-spec:
-  hosts: [{HOST}]
-  gateways: [gw]
-  http:
-  - {TO_V1}
-    {rule}
-"""
-    apply(harness, documents(http_gateway(port), service("httpbin.internal", dict(upstreams)), vs, *extra), port)
-    return port
+    vs = http_routes("httpbin", f"[{HOST}]", f"  - {TO_V1}\n    {rule}\n")
+    return serve_http(harness, "httpbin.internal", upstreams, vs, *extra)
 
 
 def send(port: int, count: int = 1) -> str:

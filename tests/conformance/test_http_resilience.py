@@ -20,7 +20,9 @@ from tests.conformance.http_upstreams import (
     documents,
     get,
     http_gateway,
+    http_routes,
     service,
+    started,
 )
 
 HOST = "app.example.com"
@@ -29,9 +31,8 @@ ROUTE = "route: [{destination: {host: app.internal}}]"
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[ScriptedUpstream]:
-    server = ScriptedUpstream("v1").start()
-    yield server
-    server.stop()
+    with started("v1") as servers:
+        yield servers["v1"]
 
 
 def serve(harness: XdsHarness, upstream: ScriptedUpstream, rule: str, extra_endpoint: str = "") -> int:
@@ -40,16 +41,7 @@ def serve(harness: XdsHarness, upstream: ScriptedUpstream, rule: str, extra_endp
     svc = service("app.internal", {"v1": upstream})
     if extra_endpoint:
         svc = svc.replace("endpoints: [", f"endpoints: [{extra_endpoint}, ")
-    vs = f"""
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: app}}
-spec:
-  hosts: [{HOST}]
-  gateways: [gw]
-  http:
-  - {rule}
-"""
+    vs = http_routes("app", f"[{HOST}]", f"  - {rule}\n")
     apply(harness, documents(http_gateway(port), svc, vs), port)
     return port
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import requests
 
 from reconciler.cli.localrun import EchoServer, EnvoyProcess, free_port
@@ -77,19 +79,33 @@ def answering_upstream(port: int, host: str = HOST, path: str = "/") -> str | No
     return response.headers.get("x-upstream") if response.status_code == 200 else None
 
 
-def test_commit_reaches_envoy_and_revert_restores(
+@dataclass
+class Edge:
+    port: int
+    revision: str
+    daemon: DaemonProcess
+    envoy: EnvoyProcess
+
+
+@pytest.fixture
+def serving_edge(
     remote: GitRemote,
     upstreams: dict[str, EchoServer],
     start_daemon: Callable[..., DaemonProcess],
     start_envoy: Callable[..., EnvoyProcess],
-) -> None:
+) -> Edge:
+    """The repo routing HOST to upstream a, committed and served by the daemon to Envoy edge-1."""
     port = free_port()
     gateway_repo(remote, upstreams, port, target="a")
-    first = remote.commit_and_push("route shop to a")
+    revision = remote.commit_and_push("route shop to a")
     daemon = start_daemon(remote.url)
     envoy = start_envoy("edge", "edge-1", daemon.xds_port)
-
     wait_for(lambda: answering_upstream(port) == "a", what="traffic through Envoy to upstream a")
+    return Edge(port, revision, daemon, envoy)
+
+
+def test_commit_reaches_envoy_and_revert_restores(remote: GitRemote, serving_edge: Edge) -> None:
+    port, first, daemon, envoy = serving_edge.port, serving_edge.revision, serving_edge.daemon, serving_edge.envoy
     assert requests.get(f"http://127.0.0.1:{port}/", headers={"Host": "other.test"}, timeout=2).status_code == 404
 
     route_to(remote, "b")
@@ -119,19 +135,8 @@ def _synced_on(daemon: DaemonProcess, fleet_name: str, revision: str) -> dict[st
     return fleet if ok else None
 
 
-def test_malformed_yaml_keeps_previous_config(
-    remote: GitRemote,
-    upstreams: dict[str, EchoServer],
-    start_daemon: Callable[..., DaemonProcess],
-    start_envoy: Callable[..., EnvoyProcess],
-) -> None:
-    port = free_port()
-    gateway_repo(remote, upstreams, port, target="a")
-    good = remote.commit_and_push("good")
-    daemon = start_daemon(remote.url)
-    start_envoy("edge", "edge-1", daemon.xds_port)
-    wait_for(lambda: answering_upstream(port) == "a", what="the first route")
-
+def test_malformed_yaml_keeps_previous_config(remote: GitRemote, serving_edge: Edge) -> None:
+    port, good, daemon = serving_edge.port, serving_edge.revision, serving_edge.daemon
     remote.write("routes/shop.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nspec: [unclosed\n")
     bad = remote.commit_and_push("broken yaml")
     wait_for(lambda: daemon.status()["head"] == bad, what="the daemon seeing the bad commit")

@@ -8,7 +8,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,12 +86,46 @@ class Repo:
         return self.remote.commit_and_push(f"route to {target}")
 
 
-@pytest.fixture
-def fleet_envoys(start_envoy: Callable[..., EnvoyProcess]) -> Callable[[int], dict[str, EnvoyProcess]]:
-    def start(xds_port: int) -> dict[str, EnvoyProcess]:
-        return {node: start_envoy("edge", node, xds_port, ADDRESSES[node]) for node in NODES}
+Daemon = DaemonProcess | InProcessDaemon
 
-    return start
+
+@dataclass
+class Fleet:
+    """A test's fleet, every node on the first revision (`good`, which routes HOST to upstream a)."""
+
+    port: int
+    repo: Repo
+    good: str
+    daemon: Daemon
+    envoys: dict[str, EnvoyProcess]
+
+
+@pytest.fixture
+def start_fleet(
+    tmp_path: Path, remote: GitRemote, upstreams: dict[str, EchoServer],
+    start_daemon: Callable[..., DaemonProcess], start_envoy: Callable[..., EnvoyProcess],
+) -> Iterator[Callable[..., Fleet]]:  # fmt: skip
+    in_process: list[InProcessDaemon] = []
+
+    def start(rollout: str, port: int = 0, in_process_config: dict[str, Any] | None = None) -> Fleet:
+        """With `in_process_config` the daemon runs on a thread of the test (so the test can patch it)."""
+        port = port or free_port()
+        repo = Repo(remote, port, upstreams, rollout)
+        good = repo.route("a")
+        daemon: Daemon
+        if in_process_config is None:
+            daemon = start_daemon(remote.url)
+        else:
+            (tmp_path / "daemon").mkdir()
+            daemon = InProcessDaemon(tmp_path / "daemon", remote.url, extra=in_process_config).start()
+            in_process.append(daemon)
+        envoys = {node: start_envoy("edge", node, daemon.xds_port, ADDRESSES[node]) for node in NODES}
+        wait_for(lambda: nodes_on(daemon, good), what="all nodes on the good revision")
+        return Fleet(port, repo, good, daemon, envoys)
+
+    yield start
+    for daemon in in_process:
+        daemon.stop()
 
 
 def answer(port: int, node: str = "gw-1") -> tuple[int, str]:
@@ -98,12 +133,12 @@ def answer(port: int, node: str = "gw-1") -> tuple[int, str]:
     return response.status_code, response.headers.get("x-upstream", "")
 
 
-def nodes_on(daemon: DaemonProcess | InProcessDaemon, revision: str) -> bool:
+def nodes_on(daemon: Daemon, revision: str) -> bool:
     fleet = daemon.fleet("edge")
     return len(fleet["nodes"]) == len(NODES) and all(n["revision"] == revision for n in fleet["nodes"])
 
 
-def finished(daemon: DaemonProcess | InProcessDaemon, revision: str) -> dict[str, Any] | None:
+def finished(daemon: Daemon, revision: str) -> dict[str, Any] | None:
     for entry in daemon.fleet("edge")["history"]:
         if entry["revision"] == revision and entry["result"] not in ("Interrupted", "Superseded"):
             return dict(entry)
@@ -144,18 +179,11 @@ class SteadyLoad:
         self._thread.join(timeout=10)
 
 
-def test_good_change_reaches_every_node_wave_by_wave(
-    remote: GitRemote, upstreams: dict[str, EchoServer], start_daemon: Callable[..., DaemonProcess],
-    fleet_envoys: Callable[[int], dict[str, EnvoyProcess]],
-) -> None:  # fmt: skip
-    port = free_port()
-    repo = Repo(remote, port, upstreams, "{waves: [1, 100%], bake: 1s, ackTimeout: 10s}")
-    first = repo.route("a")
-    daemon = start_daemon(remote.url)
-    envoys = fleet_envoys(daemon.xds_port)
-    wait_for(lambda: nodes_on(daemon, first), what="all nodes on the first revision")
+def test_good_change_reaches_every_node_wave_by_wave(start_fleet: Callable[..., Fleet]) -> None:
+    edge = start_fleet("{waves: [1, 100%], bake: 1s, ackTimeout: 10s}")
+    port, daemon, envoys, first = edge.port, edge.daemon, edge.envoys, edge.good
 
-    second = repo.route("b")
+    second = edge.repo.route("b")
     entry = wait_for(lambda: finished(daemon, second), timeout=30, what="the rollout of the second revision")
     assert entry["result"] == "Succeeded" and entry["kind"] == "rollout"
     assert [w["nodes"] for w in entry["waves"]] == [["gw-1"], ["gw-2", "gw-3"]]
@@ -173,57 +201,43 @@ def test_good_change_reaches_every_node_wave_by_wave(
 
 
 def test_nacked_change_is_reverted_and_never_leaves_wave_one(
-    tmp_path: Path, remote: GitRemote, upstreams: dict[str, EchoServer], monkeypatch: pytest.MonkeyPatch,
-    start_envoy: Callable[..., EnvoyProcess],
+    remote: GitRemote, monkeypatch: pytest.MonkeyPatch, start_envoy: Callable[..., EnvoyProcess],
+    start_fleet: Callable[..., Fleet],
 ) -> None:  # fmt: skip
-    port = free_port()
-    repo = Repo(remote, port, upstreams, "{waves: [1, 100%], bake: 1s, ackTimeout: 10s}")
-    good = repo.route("a")
     # An RE2 error Envoy rejects; validation and preflight would catch it, so this test lets it slip past.
     monkeypatch.setattr("reconciler.pipeline.validate", lambda manifests, config: [])
-    (tmp_path / "daemon").mkdir()
-    daemon = InProcessDaemon(tmp_path / "daemon", remote.url, extra={"preflight": {"enabled": False}}).start()
-    try:
-        envoys = {node: start_envoy("edge", node, daemon.xds_port, ADDRESSES[node]) for node in NODES}
-        wait_for(lambda: nodes_on(daemon, good), what="all nodes on the good revision")
+    edge = start_fleet(
+        "{waves: [1, 100%], bake: 1s, ackTimeout: 10s}", in_process_config={"preflight": {"enabled": False}}
+    )
+    port, daemon, envoys, good = edge.port, edge.daemon, edge.envoys, edge.good
+    bad = edge.repo.route("b", match='{uri: {regex: "/api/(unclosed"}}')
+    entry = wait_for(lambda: finished(daemon, bad), timeout=30, what="the bad revision's verdict")
+    assert entry["result"] == "Reverted"
+    assert "gw-1 rejected revision" in entry["reason"] and "missing )" in entry["reason"]
+    # Attributed: the route configuration, and the VirtualService with its file and line.
+    assert f"RouteConfiguration http.{port}; VirtualService default/shop at routes.yaml:2:1" in entry["reason"]
+    assert [w["state"] for w in entry["waves"]] == ["Failed", "Pending"]  # wave 2 never started
+    fleet = daemon.fleet("edge")
+    assert fleet["quarantined_revision"] == bad and fleet["last_good_revision"] == good
+    assert "missing )" in fleet["last_error"]
+    wait_for(lambda: nodes_on(daemon, good), what="every node back on the good revision")
+    assert rejected_updates(envoys["gw-1"]) >= 1
+    assert rejected_updates(envoys["gw-2"]) == rejected_updates(envoys["gw-3"]) == 0
 
-        bad = repo.route("b", match='{uri: {regex: "/api/(unclosed"}}')
-        entry = wait_for(lambda: finished(daemon, bad), timeout=30, what="the bad revision's verdict")
-        assert entry["result"] == "Reverted"
-        assert "gw-1 rejected revision" in entry["reason"] and "missing )" in entry["reason"]
-        # Attributed: the route configuration, and the VirtualService with its file and line.
-        assert f"RouteConfiguration http.{port}; VirtualService default/shop at routes.yaml:2:1" in entry["reason"]
-        assert [w["state"] for w in entry["waves"]] == ["Failed", "Pending"]  # wave 2 never started
-        fleet = daemon.fleet("edge")
-        assert fleet["quarantined_revision"] == bad and fleet["last_good_revision"] == good
-        assert "missing )" in fleet["last_error"]
-        wait_for(lambda: nodes_on(daemon, good), what="every node back on the good revision")
-        assert rejected_updates(envoys["gw-1"]) >= 1
-        assert rejected_updates(envoys["gw-2"]) == rejected_updates(envoys["gw-3"]) == 0
+    fresh = start_envoy("edge", "gw-4", daemon.xds_port, "127.0.0.5")  # a node joining after the revert
+    wait_for(lambda: answer(port, "gw-4") == (200, "a"), what="the fresh node serving the good route")
+    assert "unclosed" not in requests.get(f"{fresh.admin_url}/config_dump", timeout=5).text
+    assert rejected_updates(fresh) == 0
 
-        fresh = start_envoy("edge", "gw-4", daemon.xds_port, "127.0.0.5")  # a node joining after the revert
-        wait_for(lambda: answer(port, "gw-4") == (200, "a"), what="the fresh node serving the good route")
-        assert "unclosed" not in requests.get(f"{fresh.admin_url}/config_dump", timeout=5).text
-        assert rejected_updates(fresh) == 0
-
-        reverted = remote.revert_head_and_push()  # `git revert` of the quarantined commit
-        entry = wait_for(lambda: finished(daemon, reverted), timeout=30, what="the git revert's rollout")
-        assert (entry["kind"], entry["result"]) == ("rollback", "Succeeded")
-        assert daemon.fleet("edge")["quarantined_revision"] == ""
-    finally:
-        daemon.stop()
+    reverted = remote.revert_head_and_push()  # `git revert` of the quarantined commit
+    entry = wait_for(lambda: finished(daemon, reverted), timeout=30, what="the git revert's rollout")
+    assert (entry["kind"], entry["result"]) == ("rollback", "Succeeded")
+    assert daemon.fleet("edge")["quarantined_revision"] == ""
 
 
-def test_error_rate_during_bake_reverts_before_the_rest_of_the_fleet(
-    remote: GitRemote, upstreams: dict[str, EchoServer], start_daemon: Callable[..., DaemonProcess],
-    fleet_envoys: Callable[[int], dict[str, EnvoyProcess]],
-) -> None:  # fmt: skip
-    port = free_port()
-    repo = Repo(remote, port, upstreams, "{waves: [1, 100%], bake: 4s, ackTimeout: 10s, maxErrorRate: 0.05}")
-    good = repo.route("a")
-    daemon = start_daemon(remote.url)
-    fleet_envoys(daemon.xds_port)
-    wait_for(lambda: nodes_on(daemon, good), what="all nodes on the good revision")
+def test_error_rate_during_bake_reverts_before_the_rest_of_the_fleet(start_fleet: Callable[..., Fleet]) -> None:
+    edge = start_fleet("{waves: [1, 100%], bake: 4s, ackTimeout: 10s, maxErrorRate: 0.05}")
+    port, repo, good, daemon = edge.port, edge.repo, edge.good, edge.daemon
     with SteadyLoad({node: port for node in NODES}) as load:
         bad = repo.route("dead")  # ACKed by Envoy, but every request fails to connect
         entry = wait_for(lambda: finished(daemon, bad), timeout=40, what="the dead-upstream revision's verdict")
@@ -238,17 +252,11 @@ def test_error_rate_during_bake_reverts_before_the_rest_of_the_fleet(
     assert fleet["phase"] == "Failed"
 
 
-def test_probe_failure_reverts(
-    remote: GitRemote, upstreams: dict[str, EchoServer], start_daemon: Callable[..., DaemonProcess],
-    fleet_envoys: Callable[[int], dict[str, EnvoyProcess]],
-) -> None:  # fmt: skip
+def test_probe_failure_reverts(start_fleet: Callable[..., Fleet]) -> None:
     port = free_port()
     probes = f"[{{name: home, port: {port}, host: {HOST}, path: /, expectStatus: 200}}]"
-    repo = Repo(remote, port, upstreams, f"{{waves: [1, 100%], bake: 1s, ackTimeout: 10s, probes: {probes}}}")
-    good = repo.route("a")
-    daemon = start_daemon(remote.url)
-    fleet_envoys(daemon.xds_port)
-    wait_for(lambda: nodes_on(daemon, good), what="all nodes on the good revision")
+    edge = start_fleet(f"{{waves: [1, 100%], bake: 1s, ackTimeout: 10s, probes: {probes}}}", port=port)
+    repo, good, daemon = edge.repo, edge.good, edge.daemon
     bad = repo.route("dead")  # no traffic at all: only the probe can notice
     entry = wait_for(lambda: finished(daemon, bad), timeout=30, what="the probe's verdict")
     assert entry["result"] == "Reverted"
@@ -275,21 +283,16 @@ def watch_status(api: str, seconds: float) -> str:
     return output
 
 
-def rollout_state(daemon: DaemonProcess) -> tuple[str, str, int]:
+def rollout_state(daemon: Daemon) -> tuple[str, str, int]:
     rollout = daemon.fleet("edge")["rollout"] or {}
     return rollout.get("revision", ""), rollout.get("state", ""), rollout.get("wave", 0)
 
 
 def test_daemon_killed_mid_rollout_resumes_from_the_first_wave(
-    remote: GitRemote, upstreams: dict[str, EchoServer], start_daemon: Callable[..., DaemonProcess],
-    fleet_envoys: Callable[[int], dict[str, EnvoyProcess]],
-) -> None:  # fmt: skip
-    port = free_port()
-    repo = Repo(remote, port, upstreams, "{waves: [1, 100%], bake: 3s, ackTimeout: 10s}")
-    good = repo.route("a")
-    daemon = start_daemon(remote.url)
-    fleet_envoys(daemon.xds_port)
-    wait_for(lambda: nodes_on(daemon, good), what="all nodes on the good revision")
+    remote: GitRemote, start_daemon: Callable[..., DaemonProcess], start_fleet: Callable[..., Fleet]
+) -> None:
+    edge = start_fleet("{waves: [1, 100%], bake: 3s, ackTimeout: 10s}")
+    port, repo, good, daemon = edge.port, edge.repo, edge.good, edge.daemon
     new = repo.route("b")
     wait_for(lambda: rollout_state(daemon) == (new, "Baking", 1), what="wave 1 baking")
     daemon.kill()  # SIGKILL: no chance to record anything
@@ -304,16 +307,9 @@ def test_daemon_killed_mid_rollout_resumes_from_the_first_wave(
     assert all(answer(port, node) == (200, "b") for node in NODES)
 
 
-def test_envoy_restarted_mid_rollout_rejoins_with_the_right_snapshot(
-    remote: GitRemote, upstreams: dict[str, EchoServer], start_daemon: Callable[..., DaemonProcess],
-    fleet_envoys: Callable[[int], dict[str, EnvoyProcess]],
-) -> None:  # fmt: skip
-    port = free_port()
-    repo = Repo(remote, port, upstreams, "{waves: [1, 100%], bake: 3s, ackTimeout: 10s}")
-    good = repo.route("a")
-    daemon = start_daemon(remote.url)
-    envoys = fleet_envoys(daemon.xds_port)
-    wait_for(lambda: nodes_on(daemon, good), what="all nodes on the good revision")
+def test_envoy_restarted_mid_rollout_rejoins_with_the_right_snapshot(start_fleet: Callable[..., Fleet]) -> None:
+    edge = start_fleet("{waves: [1, 100%], bake: 3s, ackTimeout: 10s}")
+    port, repo, daemon, envoys = edge.port, edge.repo, edge.daemon, edge.envoys
     new = repo.route("b")
     wait_for(lambda: rollout_state(daemon) == (new, "Baking", 1), what="wave 1 baking")
     watched = watch_status(daemon.api, seconds=1.0)
@@ -328,16 +324,9 @@ def test_envoy_restarted_mid_rollout_rejoins_with_the_right_snapshot(
     wait_for(lambda: answer(port, "gw-3") == (200, "b"), what="gw-3 on the new revision after wave 2")
 
 
-def test_newer_commit_supersedes_a_rollout_in_flight(
-    remote: GitRemote, upstreams: dict[str, EchoServer], start_daemon: Callable[..., DaemonProcess],
-    fleet_envoys: Callable[[int], dict[str, EnvoyProcess]],
-) -> None:  # fmt: skip
-    port = free_port()
-    repo = Repo(remote, port, upstreams, "{waves: [1, 100%], bake: 3s, ackTimeout: 10s}")
-    good = repo.route("a")
-    daemon = start_daemon(remote.url)
-    fleet_envoys(daemon.xds_port)
-    wait_for(lambda: nodes_on(daemon, good), what="all nodes on the good revision")
+def test_newer_commit_supersedes_a_rollout_in_flight(start_fleet: Callable[..., Fleet]) -> None:
+    edge = start_fleet("{waves: [1, 100%], bake: 3s, ackTimeout: 10s}")
+    port, repo, daemon = edge.port, edge.repo, edge.daemon
     middle = repo.route("b")
     wait_for(lambda: rollout_state(daemon) == (middle, "Baking", 1), what="wave 1 baking")
     newest = repo.route("a", match="{uri: {prefix: /}}")
@@ -350,35 +339,26 @@ def test_newer_commit_supersedes_a_rollout_in_flight(
 
 
 def test_preflight_and_secret_scan_stop_a_revision_before_any_node(
-    tmp_path: Path, remote: GitRemote, upstreams: dict[str, EchoServer], monkeypatch: pytest.MonkeyPatch,
-    start_envoy: Callable[..., EnvoyProcess],
-) -> None:  # fmt: skip
-    port = free_port()
-    repo = Repo(remote, port, upstreams, "{waves: [1, 100%], bake: 0s, ackTimeout: 10s}")
-    good = repo.route("a")
+    remote: GitRemote, monkeypatch: pytest.MonkeyPatch, start_fleet: Callable[..., Fleet]
+) -> None:
     monkeypatch.setattr("reconciler.pipeline.validate", lambda manifests, config: [])  # only preflight is left
-    (tmp_path / "daemon").mkdir()
-    daemon = InProcessDaemon(tmp_path / "daemon", remote.url).start()
-    try:
-        envoys = {node: start_envoy("edge", node, daemon.xds_port, ADDRESSES[node]) for node in NODES}
-        wait_for(lambda: nodes_on(daemon, good), what="all nodes on the good revision")
+    edge = start_fleet("{waves: [1, 100%], bake: 0s, ackTimeout: 10s}", in_process_config={})
+    repo, good, daemon, envoys = edge.repo, edge.good, edge.daemon, edge.envoys
 
-        bad = repo.route("b", match='{uri: {regex: "/api/(unclosed"}}')
-        entry = wait_for(lambda: finished(daemon, bad) or _rejected(daemon, bad), what="the preflight verdict")
-        assert entry["result"] == "Rejected" and "missing )" in entry["reason"]
-        assert all(rejected_updates(envoy) == 0 for envoy in envoys.values())  # no node ever saw it
+    bad = repo.route("b", match='{uri: {regex: "/api/(unclosed"}}')
+    entry = wait_for(lambda: finished(daemon, bad) or _rejected(daemon, bad), what="the preflight verdict")
+    assert entry["result"] == "Rejected" and "missing )" in entry["reason"]
+    assert all(rejected_updates(envoy) == 0 for envoy in envoys.values())  # no node ever saw it
 
-        remote.write("keys/edge.key", "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n"
-                     "-----END PRIVATE KEY-----\n")  # fmt: skip
-        leaked = repo.route("a")
-        entry = wait_for(lambda: _rejected(daemon, leaked), what="the secret scan verdict")
-        assert "keys/edge.key:1:1" in entry["reason"] and "private key" in entry["reason"]
-        assert daemon.fleet("edge")["last_good_revision"] == good
-    finally:
-        daemon.stop()
+    remote.write("keys/edge.key", "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n"
+                 "-----END PRIVATE KEY-----\n")  # fmt: skip
+    leaked = repo.route("a")
+    entry = wait_for(lambda: _rejected(daemon, leaked), what="the secret scan verdict")
+    assert "keys/edge.key:1:1" in entry["reason"] and "private key" in entry["reason"]
+    assert daemon.fleet("edge")["last_good_revision"] == good
 
 
-def _rejected(daemon: InProcessDaemon, revision: str) -> dict[str, Any] | None:
+def _rejected(daemon: Daemon, revision: str) -> dict[str, Any] | None:
     for entry in daemon.fleet("edge")["history"]:
         if entry["revision"] == revision and entry["result"] == "Rejected":
             return dict(entry)

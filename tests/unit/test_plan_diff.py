@@ -2,55 +2,21 @@
 
 from __future__ import annotations
 
-import textwrap
-
 from reconciler.pipeline import build
 from reconciler.plan import Plan, compute_plan, render
 from reconciler.plan.routes import describe_cluster, describe_match
-
-BASE = """
-apiVersion: reconciler/v1
-kind: Fleet
-metadata: {name: edge}
-spec: {selector: {app: gw}}
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw}
-spec:
-  selector: {app: gw}
-  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: app}
-spec:
-  hosts: [app.internal]
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints: [{address: 10.0.0.1}]
-"""
+from tests.unit.manifest_helpers import FLEET, SERVICE, TO_APP, documents, gateway, virtual_service
 
 
 def routes(*prefixes: str) -> str:
-    rules = "".join(
-        f"\n  - {{match: [{{uri: {{prefix: {p}}}}}], route: [{{destination: {{host: app.internal}}}}]}}"
-        for p in prefixes
+    return virtual_service(
+        "shop", "shop.example.com", *(f"{{match: [{{uri: {{prefix: {p}}}}}], {TO_APP}}}" for p in prefixes)
     )
-    return f"""
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: shop}}
-spec:
-  hosts: [shop.example.com]
-  gateways: [gw]
-  http:{rules}
-"""
 
 
 def plan_of(before: str, after: str) -> Plan:
-    base = build({"a.yaml": textwrap.dedent(BASE + "---" + before).encode()})
-    head = build({"a.yaml": textwrap.dedent(BASE + "---" + after).encode()})
+    base = build({"a.yaml": documents(FLEET, gateway(), SERVICE, before).encode()})
+    head = build({"a.yaml": documents(FLEET, gateway(), SERVICE, after).encode()})
     return compute_plan(base.snapshots, head.snapshots, head.findings, "base", "head")
 
 

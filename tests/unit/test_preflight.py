@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -17,55 +16,23 @@ from reconciler.cli.main import main
 from reconciler.pipeline import Build, build
 from reconciler.translate.snapshot import Snapshot
 from reconciler.validation.preflight import Preflight, PreflightOptions, preflight
+from tests.unit.manifest_helpers import FLEET, SERVICE, TO_APP, documents, gateway, http_server, virtual_service
 
-BASE = """
-apiVersion: reconciler/v1
-kind: Fleet
-metadata: {name: edge}
-spec: {selector: {app: gw}}
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw}
-spec:
-  selector: {app: gw}
-  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ["*"]}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: app}
-spec:
-  hosts: [app.internal]
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints: [{address: 10.0.0.1}]
-"""
+BASE = documents(FLEET, gateway(http_server(8080)), SERVICE)
 
 
 def routes_with_headers(*values: str) -> str:
     """A VirtualService whose rule i sets header x-i to values[i] (istio checks the syntax, Envoy the names)."""
-    rules = "".join(
-        f"""
-  - name: rule-{i}
-    match: [{{uri: {{prefix: /r{i}}}}}]
-    headers: {{request: {{set: {{x-{i}: "{value}"}}}}}}
-    route: [{{destination: {{host: app.internal}}}}]"""
+    rules = (
+        f'{{name: rule-{i}, match: [{{uri: {{prefix: /r{i}}}}}], headers: {{request: {{set: {{x-{i}: "{value}"}}}}}}, '
+        f"{TO_APP}}}"
         for i, value in enumerate(values)
     )
-    return f"""
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: routes}}
-spec:
-  hosts: [a.example.com]
-  gateways: [gw]
-  http:{rules}
-"""
+    return virtual_service("routes", "a.example.com", *rules)
 
 
-def built(*documents: str) -> Build:
-    text = "\n---\n".join(textwrap.dedent(d) for d in (BASE, *documents))
-    result = build({"gateway.yaml": text.encode()})
+def built(*docs: str) -> Build:
+    result = build({"gateway.yaml": documents(BASE, *docs).encode()})
     assert result.ok, [str(f) for f in result.findings]
     return result
 
@@ -169,7 +136,7 @@ def test_certificate_files_on_another_host_are_stood_in_for() -> None:
 
 
 def test_validate_cli_runs_the_preflight(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "config.yaml").write_text(BASE + "\n---\n" + routes_with_headers("%NOPE%"))
+    (tmp_path / "config.yaml").write_text(documents(BASE, routes_with_headers("%NOPE%")))
     assert main(["validate", str(tmp_path)]) == 0
     capsys.readouterr()
     assert main(["validate", str(tmp_path), "--preflight"]) == 1

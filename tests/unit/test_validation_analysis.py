@@ -8,45 +8,13 @@ from pathlib import Path
 from reconciler.diagnostics import Finding, Location, Severity
 from reconciler.manifests.loader import load_manifests
 from reconciler.pipeline import build
+from reconciler.translate import translate_fleet
 from reconciler.validation import check_certificate_files, scan_for_secrets
 from reconciler.validation.localfiles import local_file_probe
+from tests.unit.manifest_helpers import FLEET, SERVICE, documents, gateway, http_server, virtual_service
 
-FLEET_AND_SERVICE = """
-apiVersion: reconciler/v1
-kind: Fleet
-metadata: {name: edge}
-spec: {selector: {app: gw}}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: app}
-spec:
-  hosts: [app.internal]
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints: [{address: 10.0.0.1}]
-"""
-GATEWAY = """
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw}
-spec:
-  selector: {app: gw}
-  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*.example.com"]}]
-"""
-
-
-def virtual_service(name: str, host: str, *rules: str) -> str:
-    body = "".join(f"\n  - {rule}" for rule in rules) or "\n  - {route: [{destination: {host: app.internal}}]}"
-    return f"""
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: {name}}}
-spec:
-  hosts: [{host}]
-  gateways: [gw]
-  http:{body}
-"""
+GATEWAY = gateway(http_server(80, '["*.example.com"]'))
+BASE = documents(FLEET, SERVICE, GATEWAY)
 
 
 def findings(files: dict[str, str]) -> list[Finding]:
@@ -61,7 +29,7 @@ def by_code(found: list[Finding], code: str) -> list[Finding]:
 def test_two_virtual_services_on_one_host_name_the_merge_order_and_every_file() -> None:
     found = findings(
         {
-            "base.yaml": FLEET_AND_SERVICE + "---" + GATEWAY,
+            "base.yaml": BASE,
             "a.yaml": virtual_service(
                 "alpha",
                 "shop.example.com",
@@ -80,7 +48,7 @@ def test_two_virtual_services_on_one_host_name_the_merge_order_and_every_file() 
 def test_a_catch_all_hidden_by_another_virtual_service_is_unreachable() -> None:
     found = findings(
         {
-            "base.yaml": FLEET_AND_SERVICE + "---" + GATEWAY,
+            "base.yaml": BASE,
             "a.yaml": virtual_service("alpha", "shop.example.com"),
             "b.yaml": virtual_service("beta", "shop.example.com"),
         }
@@ -91,24 +59,17 @@ def test_a_catch_all_hidden_by_another_virtual_service_is_unreachable() -> None:
 
 
 def test_protocol_conflicts_across_gateways_of_a_fleet_are_errors_naming_both() -> None:
-    tcp_gateway = GATEWAY.replace("name: gw}", "name: tcp}").replace(
-        "{number: 80, name: http, protocol: HTTP}", "{number: 80, name: tcp, protocol: TCP}"
-    )
-    found = findings({"base.yaml": FLEET_AND_SERVICE + "---" + GATEWAY, "tcp.yaml": tcp_gateway})
+    tcp_gateway = gateway('{port: {number: 80, name: tcp, protocol: TCP}, hosts: ["*.example.com"]}', name="tcp")
+    found = findings({"base.yaml": BASE, "tcp.yaml": tcp_gateway})
     (conflict,) = by_code(found, "protocol-conflict")
     assert conflict.is_error
     assert {conflict.location.file, *(loc.file for loc in conflict.related)} == {"base.yaml", "tcp.yaml"}
 
 
 def test_duplicate_passthrough_sni_is_an_error() -> None:
-    passthrough = """
-    apiVersion: networking.istio.io/v1
-    kind: Gateway
-    metadata: {name: gw}
-    spec:
-      selector: {app: gw}
-      servers: [{port: {number: 443, name: tls, protocol: TLS}, hosts: ["*.example.com"], tls: {mode: PASSTHROUGH}}]
-    """
+    passthrough = gateway(
+        '{port: {number: 443, name: tls, protocol: TLS}, hosts: ["*.example.com"], tls: {mode: PASSTHROUGH}}'
+    )
 
     def tls_vs(name: str) -> str:
         return f"""
@@ -122,23 +83,21 @@ def test_duplicate_passthrough_sni_is_an_error() -> None:
         """
 
     found = findings(
-        {"base.yaml": FLEET_AND_SERVICE + "---" + passthrough, "a.yaml": tls_vs("a"), "b.yaml": tls_vs("b")}
+        {"base.yaml": documents(FLEET, SERVICE, passthrough), "a.yaml": tls_vs("a"), "b.yaml": tls_vs("b")}
     )
     (duplicate,) = by_code(found, "duplicate-sni")
     assert duplicate.location.file == "b.yaml" and duplicate.related[0].file == "a.yaml"
 
 
 def test_a_host_outside_the_gateway_is_reported_per_host() -> None:
-    found = findings(
-        {"base.yaml": FLEET_AND_SERVICE + "---" + GATEWAY, "vs.yaml": virtual_service("v", "shop.other.org")}
-    )
+    found = findings({"base.yaml": BASE, "vs.yaml": virtual_service("v", "shop.other.org")})
     (outside,) = by_code(found, "vs-host-not-in-gateway")
     assert "shop.other.org" in outside.message and outside.location.file == "vs.yaml"
 
 
 def test_a_virtual_service_without_gateways_is_flagged() -> None:
-    vs = virtual_service("mesh-only", "shop.example.com").replace("  gateways: [gw]\n", "")
-    found = findings({"base.yaml": FLEET_AND_SERVICE + "---" + GATEWAY, "vs.yaml": vs})
+    vs = virtual_service("mesh-only", "shop.example.com", gateways=None)
+    found = findings({"base.yaml": BASE, "vs.yaml": vs})
     assert by_code(found, "vs-without-gateway")
 
 
@@ -202,3 +161,16 @@ def test_the_local_probe_checks_what_a_file_holds(tmp_path: Path) -> None:
     assert local_file_probe(str(tmp_path / "empty.pem"), "private key") == "holds no PEM private key"
     assert local_file_probe(str(tmp_path / "missing.pem"), "certificate") == "does not exist"
     assert local_file_probe(str(tmp_path), "certificate") == "is not a file"
+
+
+def test_what_does_not_fit_a_listener_is_reported_once_by_validation_not_again_by_translation() -> None:
+    servers = gateway(
+        '{port: {number: 9000, name: tcp, protocol: TCP}, hosts: ["*"]}',
+        '{port: {number: 5353, name: dns, protocol: UDP}, hosts: ["*"]}',
+    )
+    second_tcp = gateway('{port: {number: 9000, name: tcp, protocol: TCP}, hosts: ["*"]}', name="other")
+    result = build({"base.yaml": documents(FLEET, SERVICE, servers).encode(), "other.yaml": second_tcp.encode()})
+    found = [f.code for f in result.findings]
+    assert found.count("protocol-conflict") == 1 and found.count("unsupported-protocol") == 1
+    assert "edge" in result.blocked  # the error holds the fleet back before translation
+    assert translate_fleet(result.config, "edge").findings == ()  # translating anyway reports nothing twice

@@ -27,9 +27,6 @@ def handle(args: argparse.Namespace) -> int:
     from reconciler.pipeline import build
 
     files = read_folder(args.dir)
-    if files is None:
-        print(f"reconciler: {args.dir} is not a folder", file=sys.stderr)
-        return 2
     result = build(files, TranslateOptions(default_bind=args.bind_address))
     if not result.ok:
         print_findings(result.findings, "text", len(result.manifests.resources), stream=sys.stderr)

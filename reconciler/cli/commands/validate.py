@@ -7,7 +7,6 @@ over every file of the folder, the certificate-file check and, with `--preflight
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +41,6 @@ def handle(args: argparse.Namespace) -> int:
     from reconciler.validation.localfiles import local_file_probe
 
     files = read_folder(args.dir)
-    if files is None:
-        print(f"reconciler: {args.dir} is not a folder", file=sys.stderr)
-        return 2
     result = build(files, lenient=args.lenient)
     findings = list(result.findings)
     findings.extend(scan_for_secrets(FolderFiles(args.dir)))

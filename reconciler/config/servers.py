@@ -1,4 +1,7 @@
-"""What a Gateway server is to the listener builder: its kind, its SNI names, its RDS name, its findings."""
+"""What a Gateway server is to the listener it shares: its kind, its TLS mode, its SNI names, its findings.
+
+Validation (which servers clash) and translation (what Envoy gets) both classify servers through here.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,7 @@ from enum import StrEnum
 from reconciler.config import hosts
 from reconciler.config.model import BoundServer
 from reconciler.diagnostics import Finding, Location, Severity
-
-HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
-TLS_PROTOCOLS = frozenset({"HTTPS", "TLS"})
-# istiod proxies these as opaque TCP on a gateway (their protocol filters are off by default).
-TCP_PROTOCOLS = frozenset({"TCP", "MONGO", "MYSQL", "REDIS"})
-TERMINATING_MODES = frozenset({"SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"})
+from reconciler.manifests.model import HTTP_PROTOCOLS, TCP_PROTOCOLS, TERMINATING_MODES, TLS_PROTOCOLS
 
 
 class PortKind(StrEnum):
@@ -54,23 +52,19 @@ def https_redirects(bound: BoundServer) -> bool:
     return bound.server.tls is not None and bound.server.tls.https_redirect
 
 
+def server_hostname(bound: BoundServer, raw: str) -> str:
+    """One server host without its `ns/` part, lower-cased: the SNI name it stands for."""
+    return hosts.normalize_host(hosts.split_namespaced_host(raw, bound.gateway.resource.namespace)[1])
+
+
 def server_hostnames(bound: BoundServer) -> list[str]:
-    """The server's hosts without their `ns/` part, lower-cased, deduplicated and sorted (istiod's SNI hosts)."""
-    namespace = bound.gateway.resource.namespace
-    return sorted({hosts.normalize_host(hosts.split_namespaced_host(h, namespace)[1]) for h in bound.server.hosts})
+    """The server's hosts as SNI names, deduplicated and sorted (istiod's SNI hosts)."""
+    return sorted({server_hostname(bound, raw) for raw in bound.server.hosts})
 
 
 def sni_match(names: list[str]) -> list[str]:
     """`server_names` for a filter chain: none at all when any name is `*` (that chain matches every SNI)."""
     return [] if hosts.WILDCARD in names else sorted(set(names))
-
-
-def https_route_name(bound: BoundServer) -> str:
-    """istiod's `https.<port>.<portName>.<gateway>.<namespace>[.<bind>]`: one route config per HTTPS server."""
-    resource = bound.gateway.resource
-    port = bound.server.port
-    name = f"https.{port.number}.{port.name}.{resource.name}.{resource.namespace}"
-    return name + (f".{bound.server.bind}" if bound.server.bind else "")
 
 
 def server_location(bound: BoundServer, *path: str | int) -> Location:

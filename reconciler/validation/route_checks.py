@@ -1,7 +1,7 @@
 """Warnings about HTTP rules that translate to less than they seem to say on a gateway.
 
-Istio's own rules (webhook checks, redirect codes, weights, statuses) live in `reconciler.validation`; these
-are the places where istiod's translation silently turns config into nothing, run once per VirtualService.
+Istio's own rules (webhook checks, redirect codes, weights, statuses) are in `http_route.py`; these are the
+places where istiod's translation silently turns config into nothing, run once per VirtualService.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from reconciler.config.model import ResolvedConfig, ResolvedVirtualService
 from reconciler.config.resolve import MESH, resolve_gateway_name
 from reconciler.diagnostics import Finding, Severity
 from reconciler.manifests.model import HTTPFaultInjection, HTTPMatchRequest
+from reconciler.validation.common import Path, finding_at
 
-Path = tuple[str | int, ...]
 Problem = tuple[Severity, str, str, Path]
 
 
@@ -25,7 +25,7 @@ def check_http_routes(config: ResolvedConfig) -> list[Finding]:
             for j, match in enumerate(rule.match):
                 problems += [(s, c, m, ("match", j, *p)) for s, c, m, p in _match_problems(vs, match)]
             findings += [
-                Finding(severity, code, message, vs.resource.locate("spec", "http", index, *path), vs.resource.ref)
+                finding_at(vs.resource, ("spec", "http", index, *path), severity, code, message)
                 for severity, code, message, path in problems
             ]
     return findings
