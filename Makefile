@@ -27,6 +27,7 @@ demo: venv
 
 bench: venv
 	$(BIN)/python bench/serialization.py
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

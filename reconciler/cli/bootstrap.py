@@ -6,6 +6,8 @@ import ipaddress
 from typing import Any
 
 XDS_CLUSTER = "xds_cluster"
+# State of the world (every response holds the whole set of a type) or incremental (only what changed).
+API_TYPES = {"sotw": "GRPC", "delta": "DELTA_GRPC"}
 
 
 def _is_ip(host: str) -> bool:
@@ -24,6 +26,7 @@ def envoy_bootstrap(
     admin_address: str = "127.0.0.1",
     initial_fetch_timeout: str = "15s",
     listen_address: str = "",
+    xds_protocol: str = "sotw",
 ) -> dict[str, Any]:
     host, _, port = xds_address.rpartition(":")
     if not host or not port.isdigit():
@@ -43,7 +46,7 @@ def envoy_bootstrap(
         "admin": {"address": {"socket_address": {"address": admin_address, "port_value": admin_port}}},
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                "api_type": API_TYPES[xds_protocol],
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": True,
                 "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],

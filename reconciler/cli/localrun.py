@@ -38,7 +38,7 @@ class EnvoyProcess:
 
     def __init__(
         self, workdir: Path, fleet: str, node_id: str, xds_port: int, admin_port: int | None = None,
-        address: str = LOOPBACK,
+        address: str = LOOPBACK, xds_protocol: str = "sotw",
     ) -> None:  # fmt: skip
         """`address` (a loopback address) is this node's own: its admin API and its gateway listeners bind it,
         so several nodes of one fleet can run on this host and be told apart."""
@@ -50,7 +50,7 @@ class EnvoyProcess:
         self.log_path = self.workdir / "envoy.log"
         bootstrap = envoy_bootstrap(
             fleet, node_id, f"{LOOPBACK}:{xds_port}", self.admin_port, address,
-            listen_address="" if address == LOOPBACK else address,
+            listen_address="" if address == LOOPBACK else address, xds_protocol=xds_protocol,
         )  # fmt: skip
         self.config_path.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
         self.process: subprocess.Popen[bytes] | None = None

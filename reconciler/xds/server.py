@@ -5,6 +5,11 @@ snapshot changes arrive on the same queue, so every decision about a stream is m
 Protocol rules (xDS docs, `shared/reference/xds-protocol.md` §1): ACK vs NACK by `error_detail`,
 requests with a stale nonce are ignored, a NACKed version is never resent (no NACK loops), pushes go in
 make-before-break order (CDS → EDS → LDS → RDS), LDS and CDS are wildcard and always sent whole.
+The same plumbing serves incremental (delta) ADS streams, whose protocol lives in `reconciler.xds.delta`.
+
+Responses are yielded as tuples of byte strings (a shared pre-serialized body, then this stream's nonce) and
+joined by the response serializer: gRPC keeps each stream's last yielded message alive while the stream is
+idle, and a small tuple holding a shared body costs nothing, where a per-stream copy costs its whole size.
 """
 
 from __future__ import annotations
@@ -49,6 +54,11 @@ class XdsEvent:
 
 
 Listener = Callable[[XdsEvent], None]
+# A DiscoveryResponse or DeltaDiscoveryResponse as consecutive pieces of its wire form (protobuf messages
+# concatenate): shared, cached bodies first, the per-stream nonce last.
+Response = tuple[bytes, ...]
+RequestHandler = Callable[[NodeStream, Any], list[Response]]
+PushHandler = Callable[[NodeStream], list[Response]]
 
 
 class AdsServer:
@@ -64,6 +74,9 @@ class AdsServer:
         self._ids = itertools.count(1)
         self._listeners: list[Listener] = []
         self._bodies: OrderedDict[tuple[str, str, frozenset[str] | None, str], bytes] = OrderedDict()
+        from reconciler.xds.delta import DeltaProtocol  # it builds on this module, so it is imported late
+
+        self._delta = DeltaProtocol(self, identifier)
 
     # ------------------------------------------------------------------ control (event loop only)
 
@@ -109,7 +122,7 @@ class AdsServer:
             if which(stream):
                 queue.put_nowait(_SNAPSHOT_CHANGED)
 
-    def _emit(self, event: XdsEvent) -> None:
+    def emit(self, event: XdsEvent) -> None:
         for listener in self._listeners:
             try:
                 listener(event)
@@ -125,7 +138,12 @@ class AdsServer:
                 "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
                     self._stream,
                     request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
-                    response_serializer=lambda body: body,  # responses are pre-serialized bytes
+                    response_serializer=_join,
+                ),
+                "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                    self._delta.stream,
+                    request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                    response_serializer=_join,
                 ),
             },
         )
@@ -141,7 +159,19 @@ class AdsServer:
 
     async def _stream(
         self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncIterator[Response]:
+        # An async generator function itself: that is how grpc.aio tells a streaming handler from a sync one.
+        async for response in self.serve(requests, context, self._on_request, self._push_changed):
+            yield response
+
+    async def serve(
+        self,
+        requests: AsyncIterator[Any],
+        context: grpc.aio.ServicerContext,
+        on_request: RequestHandler,
+        push_changed: PushHandler,
+    ) -> AsyncIterator[Response]:
+        """One ADS stream of either flavour: `on_request` answers a request, `push_changed` a snapshot change."""
         queue: asyncio.Queue[Any] = asyncio.Queue()
         reader = asyncio.create_task(self._read(requests, queue))
         stream: NodeStream | None = None
@@ -158,21 +188,21 @@ class AdsServer:
                         return
                 if item is _SNAPSHOT_CHANGED:
                     stream.snapshot = self._assigned(stream.fleet, stream.node_id) or stream.snapshot
-                    for body in self._push_changed(stream):
-                        yield body
+                    for response in push_changed(stream):
+                        yield response
                 else:
-                    for body in self._on_request(stream, item):
-                        yield body
+                    for response in on_request(stream, item):
+                        yield response
         finally:
             reader.cancel()
             if stream is not None:
                 self._streams.pop(stream.stream_id, None)
                 log.info("xds.disconnected", fleet=stream.fleet, node=stream.node_id)
-                self._emit(XdsEvent("DISCONNECT", stream.fleet, stream.node_id))
+                self.emit(XdsEvent("DISCONNECT", stream.fleet, stream.node_id))
 
     async def _open(
         self,
-        request: discovery_pb2.DiscoveryRequest,
+        request: discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest,
         context: grpc.aio.ServicerContext,
         queue: asyncio.Queue[Any],
     ) -> NodeStream | None:
@@ -197,12 +227,12 @@ class AdsServer:
         stream = NodeStream(next(self._ids), node_id, fleet, metadata, snapshot)
         self._streams[stream.stream_id] = (stream, queue)
         log.info("xds.connected", fleet=fleet, node=node_id, snapshot=snapshot.version)
-        self._emit(XdsEvent("CONNECT", fleet, node_id, snapshot_version=snapshot.version))
+        self.emit(XdsEvent("CONNECT", fleet, node_id, snapshot_version=snapshot.version))
         return stream
 
     # ------------------------------------------------------------------ protocol
 
-    def _on_request(self, stream: NodeStream, request: discovery_pb2.DiscoveryRequest) -> list[bytes]:
+    def _on_request(self, stream: NodeStream, request: discovery_pb2.DiscoveryRequest) -> list[Response]:
         type_url = request.type_url
         if type_url not in PUSH_ORDER:
             return []  # a type we do not serve (e.g. SDS before issue 3): stay silent, as istiod does
@@ -211,11 +241,11 @@ class AdsServer:
             if request.response_nonce != state.nonce:
                 return []  # stale: a newer response is in flight and supersedes this request
             if request.HasField("error_detail"):
-                self._record_nack(stream, type_url, state, request)
+                self.record_nack(stream, type_url, state, request.error_detail.message)
             else:
                 state.acked_version, state.error = state.sent_version, ""
                 stream.refresh_synced()
-                self._emit(
+                self.emit(
                     XdsEvent(
                         "ACK",
                         stream.fleet,
@@ -235,19 +265,17 @@ class AdsServer:
             return [self._response(stream, type_url, state)]
         return []
 
-    def _record_nack(
-        self, stream: NodeStream, type_url: str, state: TypeState, request: discovery_pb2.DiscoveryRequest
-    ) -> None:
-        state.nacked_version, state.error = state.sent_version, request.error_detail.message
+    def record_nack(self, stream: NodeStream, type_url: str, state: TypeState, error: str) -> None:
+        state.nacked_version, state.error = state.sent_version, error
         log.warning(
             "xds.nack",
             fleet=stream.fleet,
             node=stream.node_id,
             type=type_url.rsplit(".", 1)[-1],
             version=state.sent_version,
-            error=request.error_detail.message.strip(),
+            error=error.strip(),
         )
-        self._emit(
+        self.emit(
             XdsEvent(
                 "NACK",
                 stream.fleet,
@@ -255,12 +283,12 @@ class AdsServer:
                 type_url,
                 state.sent_version,
                 state.nonce,
-                request.error_detail.message,
+                error,
                 stream.snapshot.version,
             )
         )
 
-    def _push_changed(self, stream: NodeStream) -> list[bytes]:
+    def _push_changed(self, stream: NodeStream) -> list[Response]:
         bodies = []
         for type_url in PUSH_ORDER:
             state = stream.types.get(type_url)
@@ -275,13 +303,13 @@ class AdsServer:
             return None
         return names
 
-    def _response(self, stream: NodeStream, type_url: str, state: TypeState) -> bytes:
+    def _response(self, stream: NodeStream, type_url: str, state: TypeState) -> Response:
         version = stream.snapshot.type_versions[type_url]
         body = self._body(stream, type_url, state.names)
         state.sent_version, state.nonce = version, stream.next_nonce()
         # Protobuf messages concatenate: the shared body plus this stream's nonce is one DiscoveryResponse.
         nonce: bytes = discovery_pb2.DiscoveryResponse(nonce=state.nonce).SerializeToString()
-        return body + nonce
+        return body, nonce
 
     def _body(self, stream: NodeStream, type_url: str, names: frozenset[str] | None) -> bytes:
         snapshot = stream.snapshot
@@ -298,7 +326,7 @@ class AdsServer:
         response = discovery_pb2.DiscoveryResponse(
             version_info=key[1],
             type_url=type_url,
-            resources=[any_pb2.Any(type_url=type_url, value=_rebound(r.body, rebind) if rebind else r.body)
+            resources=[any_pb2.Any(type_url=type_url, value=rebound_listener(r.body, rebind) if rebind else r.body)
                        for r in chosen],
         )  # fmt: skip
         response.control_plane.identifier = self._identifier
@@ -309,7 +337,11 @@ class AdsServer:
         return body
 
 
-def _rebound(listener_body: bytes, address: str) -> bytes:
+def _join(response: Response) -> bytes:
+    return b"".join(response)
+
+
+def rebound_listener(listener_body: bytes, address: str) -> bytes:
     """The listener bound to `address` if it has the default bind (named `0.0.0.0_<port>` as istiod names it);
     a Gateway server's explicit `bind` is kept."""
     listener = listener_pb2.Listener.FromString(listener_body)

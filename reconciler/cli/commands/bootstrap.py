@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.cli.bootstrap import envoy_bootstrap
+from reconciler.cli.bootstrap import API_TYPES, envoy_bootstrap
 
 
 def register(sub: Any) -> None:
@@ -21,6 +21,10 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--listen-address", default="", help="bind this node's gateway listeners here (several nodes on one host)"
     )
+    parser.add_argument(
+        "--xds-protocol", choices=sorted(API_TYPES), default="sotw",
+        help="ADS flavour: sotw (whole set of a type per response) or delta (only what changed)",
+    )  # fmt: skip
     parser.set_defaults(handler=handle)
 
 
@@ -28,7 +32,7 @@ def handle(args: argparse.Namespace) -> int:
     try:
         config = envoy_bootstrap(
             args.fleet, args.node_id, args.xds_address, args.admin_port, args.admin_address,
-            listen_address=args.listen_address,
+            listen_address=args.listen_address, xds_protocol=args.xds_protocol,
         )  # fmt: skip
     except ValueError as exc:
         print(f"reconciler: {exc}", file=sys.stderr)

@@ -1,0 +1,260 @@
+"""Control-plane CPU: the full build of an N-VirtualService repo, and a one-VirtualService change in it, each
+beside its protobuf floor (bench/floor.py) measured in the same run."""
+
+from __future__ import annotations
+
+import cProfile
+import gc
+import pstats
+import sysconfig
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from bench import floor
+from bench.common import ROOT, sig, summary, timed, write_tree
+from bench.synthetic import SyntheticRepo, VirtualService, change_destination, single_gateway_vs
+from reconciler import pipeline
+from reconciler.diagnostics import Finding
+from reconciler.pipeline import Build, build
+from reconciler.source import GitSource
+from reconciler.translate.snapshot import PUSH_ORDER, Snapshot, XdsResource
+from reconciler.validation.preflight import Preflight
+from reconciler.validation.secrets import scan_for_secrets
+from tests.support import GitRemote
+
+STAGES = ("load_manifests", "resolve", "validate", "translate_fleet")
+
+
+@contextmanager
+def stage_clock() -> Iterator[dict[str, float]]:
+    """Seconds spent in each stage `pipeline.build` calls (and, inside translation, in Snapshot.build:
+    serializing and hashing every resource), measured by wrapping the very functions it calls."""
+    spent = dict.fromkeys((*STAGES, "snapshot (serialize+hash)"), 0.0)
+
+    def clocked(name: str, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - start
+
+        return wrapper
+
+    original_snapshot = Snapshot.build.__func__  # type: ignore[attr-defined]
+    snapshot = clocked("snapshot (serialize+hash)", lambda messages: original_snapshot(Snapshot, list(messages)))
+    with (
+        mock.patch.multiple(pipeline, **{name: clocked(name, getattr(pipeline, name)) for name in STAGES}),
+        mock.patch.object(Snapshot, "build", staticmethod(snapshot)),
+    ):
+        yield spent
+
+
+def full_build(repo: SyntheticRepo, repeats: int) -> tuple[dict[str, Any], Build]:
+    files = repo.files()
+    fleets = [f.name for f in repo.fleets]
+    build_s: list[float] = []
+    stage_runs: list[dict[str, float]] = []
+    result: Build | None = None
+    for _ in range(repeats):
+        gc.collect()
+        with stage_clock() as stages:
+            seconds, result = timed(build, files)
+        build_s.append(seconds)
+        stage_runs.append(dict(stages))
+    assert result is not None
+    if not result.ok:
+        raise RuntimeError("the synthetic repo has errors: " + "; ".join(str(f) for f in result.findings[:5]))
+    construct_s, serialize_s, floor_s = [], [], []
+    bodies: list[list[bytes]] = []
+    for _ in range(repeats):
+        gc.collect()
+        t_construct, messages = timed(_construct, repo, fleets)
+        t_serialize, bodies = timed(_serialize, messages)
+        construct_s.append(t_construct)
+        serialize_s.append(t_serialize)
+        floor_s.append(t_construct + t_serialize)
+    fastest = stage_runs[build_s.index(min(build_s))]
+    return {
+        "virtual_services": len(repo.virtual_services),
+        "routes": repo.route_count(),
+        "files": len(files),
+        "manifest_bytes": sum(map(len, files.values())),
+        "resources": {f: result.snapshots[f].count() for f in fleets},
+        "build_s": summary(build_s),
+        "build_stages_s": {k: sig(v) for k, v in fastest.items()},
+        "floor_s": summary(floor_s),
+        "floor_construct_s": summary(construct_s),
+        "floor_serialize_s": summary(serialize_s),
+        "ratio_build_over_floor": sig(min(build_s) / min(floor_s)),
+        "floor_check": _compare(result, fleets, bodies),
+    }, result
+
+
+def _construct(repo: SyntheticRepo, fleets: Sequence[str]) -> list[list[Message]]:
+    return [list(floor.fleet_messages(repo, f)) for f in fleets]
+
+
+def _serialize(messages: list[list[Message]]) -> list[list[bytes]]:
+    return [[m.SerializeToString(deterministic=True) for m in fleet] for fleet in messages]
+
+
+def _compare(result: Build, fleets: Sequence[str], floor_bodies: list[list[bytes]]) -> dict[str, Any]:
+    """Does the floor build the same resources? (Byte-identical is the goal; the counts say how close.)"""
+    pipeline_bodies = {r.body for f in fleets for r in result.snapshots[f].all_resources()}
+    flat = [b for fleet in floor_bodies for b in fleet]
+    return {
+        "floor_resources": len(flat),
+        "pipeline_resources": sum(result.snapshots[f].count() for f in fleets),
+        "byte_identical": sum(b in pipeline_bodies for b in flat),
+        "floor_bytes": sum(map(len, flat)),
+        "pipeline_bytes": sum(len(r.body) for f in fleets for r in result.snapshots[f].all_resources()),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- one change
+
+
+def one_change(repo: SyntheticRepo, applied: Build, workdir: Path, repeats: int) -> dict[str, Any]:
+    """A commit that edits one VirtualService: the daemon's path from the new SHA to response bytes.
+
+    Today that path is `git ls-remote` + fetch + read the whole tree + a full build + the daemon's gate (the
+    secret scan and the Envoy preflight of every fleet snapshot that changed, as `Daemon._gate` runs them) +
+    finding what changed + the DiscoveryResponse bodies of the changed types (what the ADS server then sends
+    to every node).
+    The floor is the protobuf work the change needs: rebuilding the route configurations that hold the
+    VirtualService (SotW RDS resends them whole), and — the floor of VHDS or per-host splitting — its one
+    virtual host.
+    """
+    remote = GitRemote(workdir / "git")
+    write_tree(remote.work, repo.files())
+    remote.commit_and_push("synthetic repo")
+    source = GitSource(remote.url, "main", ".", workdir / "mirror")
+    source.fetch()
+    stages: dict[str, list[float]] = {k: [] for k in ("ls_remote", "fetch", "read_tree", "build", "gate",
+                                                      "diff_and_bytes")}  # fmt: skip
+    totals, rds_floor, vhost_floor, pushed = [], [], [], []
+    preflight = Preflight()
+    preflight.check(applied)  # the daemon preflighted the applied revision already: those verdicts are cached
+    for attempt in range(repeats):
+        repo, changed = change_destination(repo, single_gateway_vs(repo, attempt).index)
+        write_tree(remote.work, {changed.path: repo.files()[changed.path]})
+        remote.commit_and_push(f"move {changed.name}'s probe route")
+        gc.collect()
+        t_ls, head = timed(source.remote_head)
+        t_fetch, _ = timed(source.fetch)
+        t_read, files = timed(source.read_manifests, head)
+        t_build, result = timed(build, files)
+        t_gate, findings = timed(_gate, preflight, files, result)
+        if findings:
+            raise RuntimeError(f"the daemon's gate refuses the change: {findings[0]}")
+        t_bytes, bodies = timed(changed_responses, applied, result)
+        for key, value in zip(stages, (t_ls, t_fetch, t_read, t_build, t_gate, t_bytes), strict=True):
+            stages[key].append(value)
+        totals.append(t_ls + t_fetch + t_read + t_build + t_gate + t_bytes)
+        pushed.append(sum(map(len, bodies)))
+        t_rds, _ = timed(_rds_floor, repo, changed)
+        t_vhost, _ = timed(_vhost_floor, repo, changed)
+        rds_floor.append(t_rds)
+        vhost_floor.append(t_vhost)
+        applied = result
+    preflight.close()
+    return {
+        "virtual_services": len(repo.virtual_services),
+        "new_sha_to_bytes_s": summary(totals),
+        "stages_s": {k: summary(v) for k, v in stages.items()},
+        "response_bytes": max(pushed),
+        "floor_rds_s": summary(rds_floor),
+        "floor_vhost_s": summary(vhost_floor),
+        "ratio_over_rds_floor": sig(min(totals) / min(rds_floor)),
+        "ratio_over_vhost_floor": sig(min(totals) / min(vhost_floor)),
+    }
+
+
+def _gate(preflight: Preflight, files: dict[str, bytes], result: Build) -> list[Finding]:
+    return [*scan_for_secrets(files), *(f for f in preflight.check(result) if f.is_error)]
+
+
+def changed_responses(before: Build, after: Build) -> list[bytes]:
+    """The DiscoveryResponse body of every type whose version moved, per fleet, built as the ADS server builds
+    them (`AdsServer._body`: every resource of the type, serialized once, shared by all nodes of the fleet)."""
+    bodies = []
+    for fleet, snapshot in after.snapshots.items():
+        old = before.snapshots.get(fleet)
+        for type_url in PUSH_ORDER:
+            if old is None or old.type_versions[type_url] != snapshot.type_versions[type_url]:
+                bodies.append(_response(snapshot, type_url))
+    return bodies
+
+
+def _response(snapshot: Snapshot, type_url: str) -> bytes:
+    resources: list[XdsResource] = list(snapshot.of_type(type_url).values())
+    response = discovery_pb2.DiscoveryResponse(
+        version_info=snapshot.type_versions[type_url],
+        type_url=type_url,
+        resources=[any_pb2.Any(type_url=type_url, value=r.body) for r in resources],
+    )
+    response.control_plane.identifier = "gateway-reconciler"
+    return bytes(response.SerializeToString())
+
+
+def _rds_floor(repo: SyntheticRepo, changed: VirtualService) -> list[bytes]:
+    out = []
+    for ref in changed.gateways:
+        gateway = repo.gateway(ref)
+        refs = {g.ref for g in repo.gateways if g.fleet == gateway.fleet and g.port == gateway.port}
+        bound = sorted((v for v in repo.virtual_services if refs.intersection(v.gateways)), key=lambda v: v.host)
+        out.append(floor.route_config(gateway.port, bound).SerializeToString(deterministic=True))
+    return out
+
+
+def _vhost_floor(repo: SyntheticRepo, changed: VirtualService) -> list[bytes]:
+    return [
+        floor.virtual_host(changed, repo.gateway(ref).port).SerializeToString(deterministic=True)
+        for ref in changed.gateways
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- profile
+
+
+def profile_build(repo: SyntheticRepo, top: int = 25) -> dict[str, Any]:
+    """cProfile of one full build: where the time goes, by own time and by cumulative time."""
+    files = repo.files()
+    profiler = cProfile.Profile()
+    gc.collect()
+    profiler.enable()
+    build(files)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    total = stats.total_tt  # type: ignore[attr-defined]
+    rows = [
+        {"function": _where(key), "calls": nc, "own_s": sig(tt), "cumulative_s": sig(ct),
+         "own_share": sig(tt / total), "cumulative_share": sig(ct / total)}
+        for key, (_, nc, tt, ct, _) in stats.stats.items()  # type: ignore[attr-defined]
+    ]  # fmt: skip
+    by_own = sorted(rows, key=lambda r: -r["own_s"])[:top]
+    by_cumulative = sorted((r for r in rows if "reconciler/" in r["function"]), key=lambda r: -r["cumulative_s"])[:top]
+    return {
+        "virtual_services": len(repo.virtual_services),
+        "profiled_total_s": sig(total),
+        "top_own_time": by_own,
+        "top_cumulative_reconciler": by_cumulative,
+    }
+
+
+def _where(key: tuple[str, int, str]) -> str:
+    file, line, name = key
+    for prefix in (str(ROOT) + "/", sysconfig.get_paths()["stdlib"] + "/"):
+        file = file.removeprefix(prefix)
+    if "site-packages/" in file:
+        file = file.split("site-packages/", 1)[1]
+    return f"{file}:{line}({name})" if line else name

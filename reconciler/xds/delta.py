@@ -1,0 +1,313 @@
+"""Incremental ADS (`DeltaAggregatedResources`), on the AdsServer's snapshots, node registry, overrides and events.
+
+Per stream and type (`DeltaTypeState`) the server remembers what the client has: `known` (name → version,
+including what is in flight) and `acked` (what the client confirmed). A push sends only the resources whose
+version differs from `known`, and `removed_resources` for those that left the snapshot. Protocol rules
+(`shared/reference/xds-protocol.md` §1.5-1.8, §1.15):
+
+- A resource's version is its content digest (`XdsResource.digest`; for a node's rebound listener, the digest
+  of the rebound body), so it means the same on any replica and after a restart.
+- LDS and CDS are wildcard when the first request names nothing (legacy wildcard) or subscribes `*`; a legacy
+  wildcard ends when the client names resources. Other types are by name: `resource_names_subscribe` and
+  `_unsubscribe` change the set. A (re)subscribed name is always (re)sent, since the client may have forgotten
+  it, and a subscribed name the snapshot lacks is answered in `removed_resources`, so the client stops waiting.
+- A reconnecting client's `initial_resource_versions` count as known and acknowledged: nothing it already has
+  at that version is sent again.
+- Subscription changes are honoured whatever their nonce; the nonce only ties an ACK or a NACK
+  (`error_detail`) to a response. A NACK reverts `known` to `acked` (Envoy may have applied part of the
+  response) and nothing is resent until the snapshot moves: no NACK loop.
+- Make-before-break: updates go in PUSH_ORDER (CDS, EDS, LDS, RDS, SDS) and removals only after all updates,
+  listeners and routes before the clusters and endpoints they pointed at. SotW cannot do this: its CDS
+  response is the whole set, so a cluster goes in the same breath as a route still using it is replaced.
+- Status and rollouts see delta nodes as SotW nodes: a type's `acked_version` becomes the snapshot's type
+  version once every response that brought the client to it is ACKed, so `NodeStream.state()` and
+  `synced_version` keep their meaning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import any_pb2
+
+from reconciler.translate.snapshot import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    PUSH_ORDER,
+    ROUTE,
+    SECRET,
+    WILDCARD_TYPES,
+    XdsResource,
+)
+from reconciler.xds.server import AdsServer, Response, XdsEvent, rebound_listener
+from reconciler.xds.streams import NodeStream, TypeState
+
+WILDCARD = "*"
+ABSENT = ""  # the version `known` holds for a subscribed name the client was told does not exist
+# Removals go after every update, and what points at a resource goes before it.
+REMOVAL_ORDER = (LISTENER, ROUTE, CLUSTER, ENDPOINT, SECRET)
+_CACHE_ENTRIES = 65_536
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What one response carried: name → version, ABSENT (told it does not exist) or None (removed)."""
+
+    type_version: str
+    changes: dict[str, str | None]
+
+
+@dataclass
+class DeltaTypeState(TypeState):
+    wildcard: bool = False
+    legacy_wildcard: bool = False  # wildcard because the client named nothing yet
+    explicit: set[str] = field(default_factory=set)  # names subscribed by name
+    known: dict[str, str] = field(default_factory=dict)
+    acked: dict[str, str] = field(default_factory=dict)
+    pending: dict[str, Sent] = field(default_factory=dict)  # by nonce
+    resend: set[str] = field(default_factory=set)  # (re)subscribed names to send even when known
+    basis: str = ""  # the type version `known` was last brought to; "" forces a full comparison
+    resources_sent: int = 0
+
+
+class DeltaProtocol:
+    """The delta flavour of an ADS stream; `AdsServer.serve` runs the stream, this decides what to send."""
+
+    def __init__(self, ads: AdsServer, identifier: str) -> None:
+        self._ads = ads
+        self._identifier = identifier
+        self._entries: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()  # serialized Resource entries
+        self._rebound: OrderedDict[tuple[str, str], tuple[str, bytes]] = OrderedDict()
+
+    async def stream(
+        self, requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Response]:
+        async for response in self._ads.serve(requests, context, self.on_request, self.push_changed):
+            yield response
+
+    # ------------------------------------------------------------------ requests
+
+    def on_request(self, stream: NodeStream, request: discovery_pb2.DeltaDiscoveryRequest) -> list[Response]:
+        type_url = request.type_url
+        if type_url not in PUSH_ORDER:
+            return []  # a type we do not serve: stay silent, as for SotW
+        state = stream.types.get(type_url)
+        if not isinstance(state, DeltaTypeState):
+            state = stream.types[type_url] = DeltaTypeState()
+        if request.response_nonce:
+            self._settle(stream, type_url, state, request)
+        first, was_wildcard = not state.subscribed, state.wildcard
+        self._subscribe(stream, type_url, state, request)
+        responses = []
+        if first or (state.wildcard and not was_wildcard):
+            updates, removed = self._compare(stream, type_url, state, None)
+            # Envoy waits for the first answer of a wildcard type (initial_fetch_timeout), even an empty one.
+            if updates or removed or state.wildcard:
+                responses.append(self._send(stream, type_url, state, updates, removed))
+            self._finish(stream, type_url, state)
+        elif state.resend:
+            updates, removed = self._compare(stream, type_url, state, state.resend)
+            if updates or removed:
+                responses.append(self._send(stream, type_url, state, updates, removed))
+            state.resend.clear()
+        stream.refresh_synced()
+        return responses
+
+    def _settle(
+        self, stream: NodeStream, type_url: str, state: DeltaTypeState, request: discovery_pb2.DeltaDiscoveryRequest
+    ) -> None:
+        sent = state.pending.pop(request.response_nonce, None)
+        if sent is None:
+            return  # not ours to settle: from before a NACK reset, or a stream restart
+        if request.HasField("error_detail"):
+            state.known, state.basis = dict(state.acked), ""
+            state.pending.clear()
+            self._ads.record_nack(stream, type_url, state, request.error_detail.message)
+            return
+        for name, version in sent.changes.items():
+            if version is None:
+                state.acked.pop(name, None)
+            else:
+                state.acked[name] = version
+        self._settle_version(state)
+        stream.refresh_synced()
+        event = XdsEvent("ACK", stream.fleet, stream.node_id, type_url, sent.type_version, request.response_nonce,
+                         snapshot_version=stream.snapshot.version)  # fmt: skip
+        self._ads.emit(event)
+
+    def _subscribe(
+        self, stream: NodeStream, type_url: str, state: DeltaTypeState, request: discovery_pb2.DeltaDiscoveryRequest
+    ) -> None:
+        subscribe, unsubscribe = set(request.resource_names_subscribe), set(request.resource_names_unsubscribe)
+        if not state.subscribed:
+            state.subscribed = True
+            state.known = dict(request.initial_resource_versions)
+            state.acked = dict(state.known)
+            state.legacy_wildcard = state.wildcard = type_url in WILDCARD_TYPES and not subscribe and not unsubscribe
+        if WILDCARD in subscribe:
+            state.wildcard, state.legacy_wildcard = True, False
+        elif subscribe and state.legacy_wildcard:  # naming resources ends a legacy wildcard
+            state.wildcard = state.legacy_wildcard = False
+        named = subscribe - {WILDCARD}
+        state.explicit |= named
+        state.resend |= named - set(request.initial_resource_versions)  # on a reconnect these say what it has
+        if WILDCARD in unsubscribe:
+            state.wildcard = state.legacy_wildcard = False
+            self._forget(state, [n for n in state.known if n not in state.explicit])
+        resources = stream.snapshot.of_type(type_url)
+        for name in unsubscribe - subscribe - {WILDCARD}:
+            state.explicit.discard(name)
+            state.resend.discard(name)
+            if state.wildcard and name in resources:
+                state.resend.add(name)  # still wanted through the wildcard: say so, or the client drops it
+            else:
+                self._forget(state, [name])  # an unsubscribe needs no answer (phantom ones included)
+        state.names = None if state.wildcard else frozenset(state.explicit)
+
+    @staticmethod
+    def _forget(state: DeltaTypeState, names: Iterable[str]) -> None:
+        for name in names:
+            state.known.pop(name, None)
+            state.acked.pop(name, None)
+
+    # ------------------------------------------------------------------ pushes
+
+    def push_changed(self, stream: NodeStream) -> list[Response]:
+        responses: list[Response] = []
+        removals: dict[str, tuple[DeltaTypeState, list[str]]] = {}
+        touched: list[tuple[str, DeltaTypeState]] = []
+        for type_url in PUSH_ORDER:
+            state = stream.types.get(type_url)
+            if not isinstance(state, DeltaTypeState) or not state.subscribed:
+                continue
+            if state.basis == stream.snapshot.type_versions[type_url] and not state.resend:
+                continue  # nothing of this type moved for this node: no work at all
+            changed, removed = self._compare(stream, type_url, state, None)
+            if changed:
+                responses.append(self._send(stream, type_url, state, changed, []))
+            if removed:
+                removals[type_url] = (state, removed)
+            touched.append((type_url, state))
+        for type_url in REMOVAL_ORDER:
+            if type_url in removals:
+                state, removed = removals[type_url]
+                responses.append(self._send(stream, type_url, state, [], removed))
+        for type_url, state in touched:
+            self._finish(stream, type_url, state)
+        stream.refresh_synced()
+        return responses
+
+    def _rewarm(self, stream: NodeStream, clusters: list[str]) -> None:
+        """An updated cluster becomes active only once Envoy gets a new response for its endpoints, even an
+        unchanged one (istiod's forced EDS push for warming clusters; SotW ties EDS versions to CDS for it)."""
+        state = stream.types.get(ENDPOINT)
+        if not isinstance(state, DeltaTypeState):
+            state = stream.types[ENDPOINT] = DeltaTypeState()  # a reconnecting Envoy asks for them next
+        state.resend.update(clusters)
+
+    def _compare(
+        self, stream: NodeStream, type_url: str, state: DeltaTypeState, only: Iterable[str] | None
+    ) -> tuple[list[tuple[str, str, bytes]], list[str]]:
+        """What to send (name, version, body) and what to remove, for `only` these names or all of interest."""
+        resources = stream.snapshot.of_type(type_url)
+        rebind = stream.listen_address if type_url == LISTENER else ""
+        if only is None:
+            candidates = set(resources) | state.explicit if state.wildcard else set(state.explicit)
+            removed = {n for n, v in state.known.items() if v != ABSENT and n not in resources}
+        else:
+            candidates, removed = set(only), set()
+        updates = []
+        for name in sorted(candidates):
+            resource = resources.get(name)
+            if resource is None:
+                if name in state.explicit and (name not in state.known or name in state.resend):
+                    removed.add(name)  # subscribed, but it does not exist: say so once
+                continue
+            version, body = self._version_and_body(resource, rebind)
+            if state.known.get(name) != version or name in state.resend:
+                updates.append((name, version, body))
+        return updates, sorted(removed)
+
+    def _send(
+        self,
+        stream: NodeStream,
+        type_url: str,
+        state: DeltaTypeState,
+        updates: list[tuple[str, str, bytes]],
+        removed: list[str],
+    ) -> Response:
+        type_version = stream.snapshot.type_versions[type_url]
+        changes: dict[str, str | None] = {name: version for name, version, _ in updates}
+        for name in removed:
+            changes[name] = ABSENT if name in state.explicit else None
+        for name, version in changes.items():
+            if version is None:
+                state.known.pop(name, None)
+            else:
+                state.known[name] = version
+        if type_url == CLUSTER and updates:
+            self._rewarm(stream, [name for name, _, _ in updates])
+        state.nonce = stream.next_nonce()
+        state.pending[state.nonce] = Sent(type_version, changes)
+        state.resources_sent += len(updates)
+        head = discovery_pb2.DeltaDiscoveryResponse(
+            system_version_info=type_version, type_url=type_url, removed_resources=removed
+        )
+        head.control_plane.identifier = self._identifier
+        entries = [self._entry(type_url, name, version, body) for name, version, body in updates]
+        tail = discovery_pb2.DeltaDiscoveryResponse(nonce=state.nonce)
+        return (head.SerializeToString(), *entries, tail.SerializeToString())
+
+    def _finish(self, stream: NodeStream, type_url: str, state: DeltaTypeState) -> None:
+        """`known` now matches the snapshot for this type: record the version being delivered."""
+        version = stream.snapshot.type_versions[type_url]
+        if version != state.sent_version:
+            state.nacked_version = ""  # a NACK was about an earlier push
+        state.sent_version = state.basis = version
+        state.resend.clear()
+        self._settle_version(state)
+
+    @staticmethod
+    def _settle_version(state: DeltaTypeState) -> None:
+        """Once every response of the latest push is ACKed (and none was NACKed), the client has the type version."""
+        if not state.pending and state.nacked_version != state.sent_version and state.sent_version:
+            state.acked_version, state.error = state.sent_version, ""
+
+    # ------------------------------------------------------------------ serialized pieces (shared by all streams)
+
+    def _version_and_body(self, resource: XdsResource, rebind: str) -> tuple[str, bytes]:
+        if not rebind:
+            return resource.digest, resource.body
+        key = (resource.digest, rebind)
+        found = self._rebound.get(key)
+        if found is None:
+            body = rebound_listener(resource.body, rebind)
+            found = self._rebound[key] = (hashlib.sha256(body).hexdigest()[:16], body)
+            _trim(self._rebound)
+        return found
+
+    def _entry(self, type_url: str, name: str, version: str, body: bytes) -> bytes:
+        """One `resources` entry of a DeltaDiscoveryResponse, serialized once per resource version."""
+        key = (type_url, name, version)
+        entry = self._entries.get(key)
+        if entry is None:
+            resource = discovery_pb2.Resource(
+                name=name, version=version, resource=any_pb2.Any(type_url=type_url, value=body)
+            )
+            entry = self._entries[key] = discovery_pb2.DeltaDiscoveryResponse(resources=[resource]).SerializeToString()
+            _trim(self._entries)
+        else:
+            self._entries.move_to_end(key)
+        return entry
+
+
+def _trim(cache: OrderedDict[Any, Any]) -> None:
+    while len(cache) > _CACHE_ENTRIES:
+        cache.popitem(last=False)
