@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,8 +45,8 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
 def start_envoy(tmp_path: Path) -> Iterator[Callable[..., EnvoyProcess]]:
     started: list[EnvoyProcess] = []
 
-    def start(fleet: str, node_id: str, xds_port: int, address: str = "127.0.0.1") -> EnvoyProcess:
-        envoy = EnvoyProcess(tmp_path / "envoys", fleet, node_id, xds_port, address=address)
+    def start(fleet: str, node_id: str, xds_port: int, address: str = "127.0.0.1", **options: Any) -> EnvoyProcess:
+        envoy = EnvoyProcess(tmp_path / "envoys", fleet, node_id, xds_port, address=address, **options)
         started.append(envoy)
         return envoy.start()
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
+
+import yaml
 
 XDS_CLUSTER = "xds_cluster"
 # State of the world (every response holds the whole set of a type) or incremental (only what changed).
@@ -27,7 +30,9 @@ def envoy_bootstrap(
     initial_fetch_timeout: str = "15s",
     listen_address: str = "",
     xds_protocol: str = "sotw",
+    transport_socket: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """`transport_socket`: TLS to the daemon (see `reconciler.xds.security.tls_transport_socket`)."""
     host, _, port = xds_address.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"--xds-address must be HOST:PORT, got {xds_address!r}")
@@ -80,6 +85,7 @@ def envoy_bootstrap(
                             "explicit_http_config": {"http2_protocol_options": {}},
                         }
                     },
+                    **({"transport_socket": transport_socket} if transport_socket else {}),
                 }
             ]
         },
@@ -88,3 +94,25 @@ def envoy_bootstrap(
             "layers": [{"name": "static", "static_layer": {"re2.max_program_size.error_level": 32768}}]
         },
     }
+
+
+# Words YAML 1.1 readers (Envoy's yaml-cpp among them) take for booleans or null: a node id `n` or `on`
+# would reach Envoy as `false` and stop it. PyYAML leaves some of them unquoted.
+_AMBIGUOUS = re.compile(r"(?i)y|n|yes|no|on|off|true|false|null|~|[-+]?[0-9][0-9_.:eE+-]*")
+
+
+class _BootstrapDumper(yaml.SafeDumper):
+    pass
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = '"' if _AMBIGUOUS.fullmatch(value) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BootstrapDumper.add_representer(str, _represent_str)
+
+
+def bootstrap_yaml(config: dict[str, Any]) -> str:
+    """The bootstrap as YAML Envoy reads back exactly: every ambiguous string is quoted."""
+    return str(yaml.dump(config, Dumper=_BootstrapDumper, sort_keys=False))

@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
-import yaml
 
-from reconciler.cli.bootstrap import envoy_bootstrap
+from reconciler.cli.bootstrap import bootstrap_yaml, envoy_bootstrap
 from reconciler.envoy_binary import envoy_binary
 
 LOOPBACK = "127.0.0.1"
@@ -38,7 +37,7 @@ class EnvoyProcess:
 
     def __init__(
         self, workdir: Path, fleet: str, node_id: str, xds_port: int, admin_port: int | None = None,
-        address: str = LOOPBACK, xds_protocol: str = "sotw",
+        address: str = LOOPBACK, xds_protocol: str = "sotw", transport_socket: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
         """`address` (a loopback address) is this node's own: its admin API and its gateway listeners bind it,
         so several nodes of one fleet can run on this host and be told apart."""
@@ -51,8 +50,9 @@ class EnvoyProcess:
         bootstrap = envoy_bootstrap(
             fleet, node_id, f"{LOOPBACK}:{xds_port}", self.admin_port, address,
             listen_address="" if address == LOOPBACK else address, xds_protocol=xds_protocol,
+            transport_socket=transport_socket,
         )  # fmt: skip
-        self.config_path.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
+        self.config_path.write_text(bootstrap_yaml(bootstrap))
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -19,6 +19,7 @@ import requests
 from envoy.service.discovery.v3 import discovery_pb2
 
 from reconciler.cli.localrun import EchoServer, EnvoyProcess, free_port
+from reconciler.xds.security import tls_transport_socket
 from tests.conformance.certs import CertificateAuthority
 from tests.conformance.l4_upstreams import https_get as https_request
 from tests.conformance.l4_upstreams import tls_client
@@ -247,3 +248,55 @@ def test_unusable_webhook_secret_stops_the_start(
     )  # fmt: skip
     assert done.returncode == 2
     assert "webhook secret" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_xds_mtls_gives_each_node_only_the_fleets_its_certificate_names(
+    tmp_path: Path, remote: GitRemote, start_daemon: Callable[..., DaemonProcess],
+    start_envoy: Callable[..., EnvoyProcess],
+) -> None:  # fmt: skip
+    upstream = EchoServer("backend").start()
+    try:
+        http_port = free_port()
+        repo_with_tls_gateway(remote, upstream, http_port, free_port(), "v1")
+        ca = CertificateAuthority(tmp_path / "ca")
+        server = ca.issue("xds.example.test")
+        extra = {"xds": {
+            "tls": {"cert_file": str(server.certificate), "key_file": str(server.private_key),
+                    "client_ca_file": str(ca.certificate)},
+            "authorization": [{"identity": "spiffe://gateways.test/fleet/edge/*", "fleets": ["edge"]},
+                              {"identity": "spiffe://gateways.test/fleet/internal/*", "fleets": ["internal"]}],
+        }}  # fmt: skip
+        daemon = start_daemon(remote.url, extra=extra)
+        wait_for(lambda: daemon.status()["fleets"], what="the fleet")
+
+        def node(name: str, identity: str | None, address: str) -> EnvoyProcess:
+            pair = ca.issue(name, uris=(identity,), client=True) if identity else None
+            socket_ = tls_transport_socket(
+                ca.certificate,
+                pair.certificate if pair else None,
+                pair.private_key if pair else None,
+                "127.0.0.1",
+                "xds.example.test",
+            )
+            return start_envoy("edge", name, daemon.xds_port, address, transport_socket=socket_)  # fmt: skip
+
+        right = node("gw-1", "spiffe://gateways.test/fleet/edge/gw-1", "127.0.0.2")
+        wrong = node("gw-2", "spiffe://gateways.test/fleet/internal/gw-2", "127.0.0.3")
+        anonymous = node("gw-3", None, "127.0.0.4")
+
+        def answers(address: str) -> int:
+            try:
+                url = f"http://{address}:{http_port}/v1"
+                return requests.get(url, headers={"Host": HOST}, timeout=2).status_code
+            except requests.ConnectionError:
+                return 0
+
+        wait_for(lambda: answers("127.0.0.2") == 200, what="the node with the edge certificate serving")
+        wait_for(lambda: "xds.unauthorized" in daemon.log(), what="the other fleet's certificate refused")
+        for envoy in (wrong, anonymous):
+            assert envoy.stats("control_plane.connected_state")["control_plane.connected_state"] == 0
+            assert answers(envoy.address) == 0  # no listener: it got nothing
+        assert [n["id"] for n in daemon.fleet("edge")["nodes"]] == ["gw-1"]
+        assert right.stats("control_plane.connected_state")["control_plane.connected_state"] == 1
+    finally:
+        upstream.stop()

@@ -6,9 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-import yaml
-
-from reconciler.cli.bootstrap import API_TYPES, envoy_bootstrap
+from reconciler.cli.bootstrap import API_TYPES, bootstrap_yaml, envoy_bootstrap
+from reconciler.xds.security import tls_transport_socket
 
 
 def register(sub: Any) -> None:
@@ -25,6 +24,11 @@ def register(sub: Any) -> None:
         "--xds-protocol", choices=sorted(API_TYPES), default="sotw",
         help="ADS flavour: sotw (whole set of a type per response) or delta (only what changed)",
     )  # fmt: skip
+    tls = parser.add_argument_group("TLS to the daemon (xds.tls in its config)")
+    tls.add_argument("--xds-ca-file", help="CA that signed the daemon's certificate; turns TLS on")
+    tls.add_argument("--xds-cert-file", help="this node's client certificate (mutual TLS)")
+    tls.add_argument("--xds-key-file", help="this node's private key (mutual TLS)")
+    tls.add_argument("--xds-server-name", help="the name on the daemon's certificate (default: the xDS host)")
     parser.set_defaults(handler=handle)
 
 
@@ -32,10 +36,19 @@ def handle(args: argparse.Namespace) -> int:
     try:
         config = envoy_bootstrap(
             args.fleet, args.node_id, args.xds_address, args.admin_port, args.admin_address,
-            listen_address=args.listen_address, xds_protocol=args.xds_protocol,
+            listen_address=args.listen_address, xds_protocol=args.xds_protocol, transport_socket=_tls(args),
         )  # fmt: skip
     except ValueError as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return 2
-    print(yaml.safe_dump(config, sort_keys=False), end="")
+    print(bootstrap_yaml(config), end="")
     return 0
+
+
+def _tls(args: argparse.Namespace) -> dict[str, Any] | None:
+    if not args.xds_ca_file:
+        if args.xds_cert_file or args.xds_key_file:
+            raise ValueError("--xds-cert-file/--xds-key-file need --xds-ca-file (the daemon's CA)")
+        return None
+    host = args.xds_address.rpartition(":")[0]
+    return tls_transport_socket(args.xds_ca_file, args.xds_cert_file, args.xds_key_file, host, args.xds_server_name)
