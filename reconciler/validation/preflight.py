@@ -134,7 +134,7 @@ class Preflight:
         handle, name = tempfile.mkstemp(suffix=".json", dir=self._workdir)
         try:
             with os.fdopen(handle, "w") as out:
-                json.dump(bootstrap, out)
+                out.write(json.dumps(bootstrap))  # dumps uses the C encoder; dump(…, file) does not
             try:
                 done = subprocess.run(
                     [envoy, "--mode", "validate", "-c", name, "-l", "error", "--disable-hot-restart"],
