@@ -52,6 +52,7 @@ class GitRemote:
         self.bare = root / "remote.git"
         self.work = root / "work"
         self.branch = branch
+        self.signing: list[str] = []  # git -c options that sign commits (e.g. gpg.format=ssh + user.signingkey)
         root.mkdir(parents=True, exist_ok=True)
         self._git(root, "init", "--bare", "--initial-branch", branch, str(self.bare))
         self._git(root, "clone", str(self.bare), str(self.work))
@@ -81,7 +82,7 @@ class GitRemote:
 
     def commit_and_push(self, message: str) -> str:
         self.git("add", "-A")
-        self.git("commit", "-q", "-m", message)
+        self.git(*self.signing, "commit", "-q", *(["-S"] if self.signing else []), "-m", message)
         self.git("push", "-q", "origin", self.branch)
         return self.git("rev-parse", "HEAD")
 

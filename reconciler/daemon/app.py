@@ -47,6 +47,7 @@ log = structlog.get_logger("reconciler.daemon")
 
 POLL_JOB = "poll"
 LAST_SEEN_HEAD = "last_seen_head"
+LAST_VERIFIED_HEAD = "last_verified_head"  # the newest revision whose commits all passed signature checks
 MAX_REPORTED_FINDINGS = 20
 
 
@@ -308,13 +309,16 @@ class Daemon:
         """With signature checks on, a revision with any commit not signed by a trusted key is rejected."""
         if self.trust is None:
             return False
-        previous = self.status.head or None
+        # From the last revision that passed, not the last one seen: a trusted commit on top of a refused one
+        # still carries the refused one's content.
+        previous = self.store.get_meta(LAST_VERIFIED_HEAD) or None
         try:
             bad = unverified_commits(self.source.cache_dir, previous, sha, self.trust)
             reason = "; ".join(str(c) for c in bad[:5])
         except SignatureError as exc:
             bad, reason = [], f"signatures could not be checked: {exc}"
         if not bad and not reason:
+            self.store.set_meta(LAST_VERIFIED_HEAD, sha)
             return False
         reason = f"revision {sha[:12]} is not applied: {reason}"
         for name in sorted(self.fleets):

@@ -24,6 +24,7 @@ from tests.conformance.certs import CertificateAuthority
 from tests.conformance.l4_upstreams import https_get as https_request
 from tests.conformance.l4_upstreams import tls_client
 from tests.support import DaemonProcess, GitRemote, wait_for
+from tests.unit.test_signatures import allowed_signers, ssh_key, ssh_signing
 
 WEBHOOK_SECRET = "webhook-secret-7f3a9c1e5b2d4f60"
 READ_TOKEN = "read-token-0123456789abcdef0123"
@@ -298,5 +299,38 @@ def test_xds_mtls_gives_each_node_only_the_fleets_its_certificate_names(
             assert answers(envoy.address) == 0  # no listener: it got nothing
         assert [n["id"] for n in daemon.fleet("edge")["nodes"]] == ["gw-1"]
         assert right.stats("control_plane.connected_state")["control_plane.connected_state"] == 1
+    finally:
+        upstream.stop()
+
+
+def test_only_commits_signed_by_trusted_keys_are_applied(
+    tmp_path: Path, remote: GitRemote, start_daemon: Callable[..., DaemonProcess],
+    start_envoy: Callable[..., EnvoyProcess],
+) -> None:  # fmt: skip
+    trusted, stranger = ssh_key(tmp_path, "trusted"), ssh_key(tmp_path, "stranger")
+    signers = allowed_signers(tmp_path, trusted)
+    upstream = EchoServer("backend").start()
+    try:
+        http_port = free_port()
+        remote.signing = ssh_signing(trusted)
+        first = repo_with_tls_gateway(remote, upstream, http_port, free_port(), "v1")
+        daemon = start_daemon(remote.url, extra={"repo": {"verify_signatures": {"ssh_allowed_signers": str(signers)}}})
+        start_envoy("edge", "edge-1", daemon.xds_port)
+
+        def answers(path: str) -> int:
+            return requests.get(f"http://127.0.0.1:{http_port}{path}", headers={"Host": HOST}, timeout=2).status_code
+
+        wait_for(lambda: answers("/v1") == 200, what="the signed revision served")
+        remote.signing = ssh_signing(stranger)
+        unsigned = repo_with_tls_gateway(remote, upstream, http_port, free_port(), "v2")
+        entry = wait_for(lambda: next((h for h in daemon.fleet("edge")["history"] if h["revision"] == unsigned), None),
+                         what="the stranger's commit judged")  # fmt: skip
+        assert entry["result"] == "Rejected" and unsigned[:12] in entry["reason"]
+        remote.signing = ssh_signing(trusted)  # a trusted commit on top still carries the stranger's content
+        on_top = repo_with_tls_gateway(remote, upstream, http_port, free_port(), "v3")
+        entry = wait_for(lambda: next((h for h in daemon.fleet("edge")["history"] if h["revision"] == on_top), None),
+                         what="the commit on top judged")  # fmt: skip
+        assert entry["result"] == "Rejected" and unsigned[:12] in entry["reason"]
+        assert answers("/v1") == 200 and daemon.fleet("edge")["last_good_revision"] == first
     finally:
         upstream.stop()
