@@ -13,6 +13,7 @@ from reconciler.config.model import ResolvedConfig
 from reconciler.config.resolve import resolve
 from reconciler.diagnostics import Finding, has_errors, sort_findings
 from reconciler.manifests.loader import ManifestSet, load_manifests
+from reconciler.pipeline_cache import BuildCache
 from reconciler.translate import TranslateOptions, translate_fleet
 from reconciler.translate.snapshot import Snapshot
 from reconciler.validation import validate
@@ -31,18 +32,28 @@ class Build:
         return not has_errors(self.findings)
 
 
-def build(files: Mapping[str, bytes], options: TranslateOptions | None = None, lenient: bool = False) -> Build:
-    manifests = load_manifests(files, lenient=lenient)
+def build(
+    files: Mapping[str, bytes],
+    options: TranslateOptions | None = None,
+    lenient: bool = False,
+    cache: BuildCache | None = None,
+) -> Build:
+    """`cache`, kept between builds, makes the work follow what changed; the result is the same without it."""
+    if cache is not None:
+        cache.start_build()
+    manifests = load_manifests(files, lenient=lenient, load=cache.load_file if cache else None)
+    if cache is not None:
+        cache.loaded(manifests.resources)
     findings = list(manifests.findings)
-    config = resolve(manifests)
+    config = resolve(manifests, resolve_virtual_service=cache.resolve_virtual_service if cache else None)
     findings.extend(config.findings)
-    findings.extend(validate(manifests, config))
+    findings.extend(validate(manifests, config, cache.check_resource if cache else None))
     blocked = blocking_errors(findings, config)
     snapshots: dict[str, Snapshot] = {}
     for fleet in config.fleets:
         if fleet in blocked:
             continue
-        translation = translate_fleet(config, fleet, options)
+        translation = translate_fleet(config, fleet, options, cache.http_routes if cache else None)
         findings.extend(translation.findings)
         fleet_errors = tuple(f for f in translation.findings if f.is_error)
         if fleet_errors:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from reconciler.config import hosts
@@ -28,17 +29,26 @@ from reconciler.manifests.model import (
     ServiceEntrySpec,
     VirtualServiceSpec,
 )
+from reconciler.manifests.schema import field_keys
 
 MESH = "mesh"
 
+VirtualServiceResolver = Callable[[Resource, str], ResolvedVirtualService]
 
-def resolve(manifests: ManifestSet, domain_suffix: str = hosts.DEFAULT_DOMAIN_SUFFIX) -> ResolvedConfig:
+
+def resolve(
+    manifests: ManifestSet,
+    domain_suffix: str = hosts.DEFAULT_DOMAIN_SUFFIX,
+    resolve_virtual_service: VirtualServiceResolver | None = None,
+) -> ResolvedConfig:
+    """`resolve_virtual_service` replaces the per-document step, e.g. by a cache keyed on the document."""
+    one_vs = resolve_virtual_service or resolve_one_virtual_service
     findings: list[Finding] = []
     gateways = {
         f"{r.namespace}/{r.name}": ResolvedGateway(f"{r.namespace}/{r.name}", r) for r in manifests.of_kind("Gateway")
     }
     virtual_services = sorted(
-        (_resolve_virtual_service(r, domain_suffix) for r in manifests.of_kind("VirtualService")),
+        (one_vs(r, domain_suffix) for r in manifests.of_kind("VirtualService")),
         # Istio orders by creation time, then name, then namespace. Git has no creation time, so we keep
         # Istio's tie-breakers: a VS's place never depends on file names or on the order of documents.
         key=lambda vs: (vs.resource.name, vs.resource.namespace),
@@ -68,7 +78,8 @@ def resolve_gateway_name(raw: str, vs_namespace: str) -> str:
     return f"{vs_namespace}/{raw}"
 
 
-def _resolve_virtual_service(resource: Resource, domain_suffix: str) -> ResolvedVirtualService:
+def resolve_one_virtual_service(resource: Resource, domain_suffix: str) -> ResolvedVirtualService:
+    """One VirtualService on its own: it reads nothing but its document, so it can be cached per document."""
     spec: VirtualServiceSpec = resource.spec
     ns = resource.namespace
     resolved_hosts = tuple(hosts.normalize_host(hosts.expand_short_name(h, ns, domain_suffix)) for h in spec.hosts)
@@ -85,11 +96,11 @@ def _expand_destinations(value: Any, namespace: str, domain_suffix: str) -> Any:
         return [_expand_destinations(v, namespace, domain_suffix) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         changes = {}
-        for f in dataclasses.fields(value):
-            current = getattr(value, f.name)
-            if isinstance(current, Destination | list) or dataclasses.is_dataclass(current):
-                changes[f.name] = _expand_destinations(current, namespace, domain_suffix)
-        return dataclasses.replace(value, **changes)
+        for name, _ in field_keys(type(value)):
+            current = getattr(value, name)
+            if isinstance(current, list) or dataclasses.is_dataclass(current):
+                changes[name] = _expand_destinations(current, namespace, domain_suffix)
+        return dataclasses.replace(value, **changes) if changes else value
     return value
 
 

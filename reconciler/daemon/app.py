@@ -29,6 +29,7 @@ from reconciler.daemon.config import DaemonConfig
 from reconciler.diagnostics import Finding, sort_findings
 from reconciler.envoy_binary import envoy_binary
 from reconciler.pipeline import Build, build
+from reconciler.pipeline_cache import BuildCache
 from reconciler.rollout.controller import revert_snapshot
 from reconciler.rollout.manager import RolloutManager
 from reconciler.rollout.model import Result
@@ -99,6 +100,7 @@ class Daemon:
         self._scheduler: AsyncIOScheduler | None = None
         self._stop = asyncio.Event()
         self._build_lock = threading.Lock()
+        self._build_cache = BuildCache()  # parse/resolve/translate only what each revision changed; under the lock
         self._revisions: dict[str, str] = {}  # snapshot version → the revision it was built from
         self._resume = False  # a rollout was interrupted: rebuild the head even if it was seen
 
@@ -272,7 +274,7 @@ class Daemon:
         commit = self.source.commit(sha)
         self.metrics.detection_lag.observe(max(0.0, started - commit.committed_at))
         files = self.source.read_files(sha)
-        result = build(files, self.options)
+        result = build(files, self.options, cache=self._build_cache)
         blocked = self._gate(result, files)
         self.metrics.build.observe(time.time() - started)
         self.status.findings = sort_findings({*result.findings, *(f for errors in blocked.values() for f in errors)})

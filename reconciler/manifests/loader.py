@@ -6,7 +6,7 @@ git tree at a SHA (the daemon) without a checkout.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from reconciler.diagnostics import Finding, Location, Severity
@@ -41,12 +41,19 @@ def is_manifest_path(path: str) -> bool:
     return path.endswith(MANIFEST_SUFFIXES) and not any(part.startswith(".") for part in path.split("/"))
 
 
-def load_manifests(files: Mapping[str, bytes], lenient: bool = False) -> ManifestSet:
-    """Parse every manifest file (sorted by path, so the result does not depend on the caller's order)."""
+FileLoader = Callable[[str, bytes, bool], tuple[Sequence[Resource], Sequence[Finding]]]
+
+
+def load_manifests(files: Mapping[str, bytes], lenient: bool = False, load: FileLoader | None = None) -> ManifestSet:
+    """Parse every manifest file (sorted by path, so the result does not depend on the caller's order).
+
+    `load` replaces `load_file`, e.g. by a cache that returns the same resources for the same bytes.
+    """
+    load = load or load_file
     resources: list[Resource] = []
     findings: list[Finding] = []
     for path in sorted(p for p in files if is_manifest_path(p)):
-        file_resources, file_findings = load_file(path, files[path], lenient)
+        file_resources, file_findings = load(path, files[path], lenient)
         resources.extend(file_resources)
         findings.extend(file_findings)
     findings.extend(_duplicates(resources))

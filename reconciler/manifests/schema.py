@@ -35,6 +35,29 @@ def yaml_key(f: dataclasses.Field[Any]) -> str:
     return str(f.metadata.get("yaml", camel(f.name)))
 
 
+@functools.cache
+def field_keys(cls: type) -> tuple[tuple[str, str], ...]:
+    """(attribute, YAML key) of each field of a model class, computed once: big trees walk thousands of objects."""
+    return tuple((f.name, yaml_key(f)) for f in dataclasses.fields(cls))
+
+
+@functools.cache
+def _fields_by_key(
+    cls: type, snake_case: bool
+) -> tuple[dict[str, dataclasses.Field[Any]], tuple[dataclasses.Field[Any], ...]]:
+    """A class's fields by every key that names them (camelCase or snake_case), and its required fields."""
+    by_key: dict[str, dataclasses.Field[Any]] = {}
+    for f in dataclasses.fields(cls):
+        by_key[f.name if snake_case else yaml_key(f)] = f
+        by_key.setdefault(f.name, f)  # snake_case, as in the proto
+    required = tuple(
+        f
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
+    return by_key, required
+
+
 class Decoder:
     """Decodes one document; collects findings attributed to `file` and `resource`."""
 
@@ -42,6 +65,7 @@ class Decoder:
         self, doc: Document, file: str, resource: str = "", lenient: bool = False, snake_case: bool = False
     ) -> None:
         # Manifests use Istio's camelCase keys; our own daemon config file uses snake_case (DESIGN.md).
+        self.snake_case = snake_case
         self.key_of = (lambda f: f.name) if snake_case else yaml_key
         self.doc = doc
         self.file = file
@@ -111,10 +135,7 @@ class Decoder:
             self.report(path, "wrong-type", f"expected a mapping for {cls.__name__}, got {_describe(value)}")
             return MISSING
         hints = _type_hints(cls)
-        by_key: dict[str, dataclasses.Field[Any]] = {}
-        for f in dataclasses.fields(cls):
-            by_key[self.key_of(f)] = f
-            by_key.setdefault(f.name, f)  # snake_case, as in the proto
+        by_key, required = _fields_by_key(cls, self.snake_case)
         kwargs: dict[str, Any] = {}
         failed = False
         for key, item in value.items():
@@ -132,9 +153,8 @@ class Decoder:
                 failed = True
                 continue
             kwargs[f.name] = decoded
-        for f in dataclasses.fields(cls):
-            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            if required and f.name not in kwargs:
+        for f in required:
+            if f.name not in kwargs:
                 if not failed:
                     self.report(path, "missing-field", f"{cls.__name__} needs the field {self.key_of(f)!r}")
                 return MISSING

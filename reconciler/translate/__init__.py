@@ -12,6 +12,7 @@ from reconciler.config.model import ResolvedConfig
 from reconciler.diagnostics import Finding
 from reconciler.translate.clusters import build_clusters
 from reconciler.translate.listener_build import FleetContext, build_port
+from reconciler.translate.routes import HttpRoutes
 from reconciler.translate.secrets import Credential, SecretBook
 from reconciler.translate.snapshot import Snapshot
 
@@ -35,9 +36,12 @@ class Translation:
     findings: tuple[Finding, ...] = field(default=())
 
 
-def translate_fleet(config: ResolvedConfig, fleet: str, options: TranslateOptions | None = None) -> Translation:
+def translate_fleet(
+    config: ResolvedConfig, fleet: str, options: TranslateOptions | None = None, http_routes: HttpRoutes | None = None
+) -> Translation:
+    """`http_routes` replaces how one VirtualService's routes are built, e.g. by a cache (pipeline_cache)."""
     options = options or TranslateOptions()
-    context = FleetContext(config, options.default_bind, SecretBook(options.credentials))
+    context = FleetContext(config, options.default_bind, SecretBook(options.credentials), http_routes=http_routes)
     messages: list[Message] = list(build_clusters(config))
     # What the listener plan leaves out is validation's to report (validation.analysis), not reported again here.
     for group in plan_listeners(config, config.fleets[fleet]).ports:

@@ -19,7 +19,7 @@ from reconciler.translate.listeners import (
     listener_name,
     tcp_chain,
 )
-from reconciler.translate.routes import build_route_config, route_config_name
+from reconciler.translate.routes import HttpRoutes, build_route_config, route_config_name
 from reconciler.translate.secrets import SecretBook
 from reconciler.translate.tcp import tcp_proxy_filter
 from reconciler.translate.tls import downstream_tls_context
@@ -31,6 +31,7 @@ class FleetContext:
     default_bind: str
     secrets: SecretBook
     findings: list[Finding] = field(default_factory=list)
+    http_routes: HttpRoutes | None = None  # a cache of each VirtualService's routes (routes.build_route_config)
 
 
 def build_port(context: FleetContext, group: PortServers) -> list[Message]:
@@ -38,7 +39,7 @@ def build_port(context: FleetContext, group: PortServers) -> list[Message]:
     route_configs: list[Message] = []
     if group.kind is PortKind.HTTP:
         route_name = route_config_name(group.port, group.bind)
-        route_config = build_route_config(context.config, route_name, group.port, group.servers)
+        route_config = build_route_config(context.config, route_name, group.port, group.servers, context.http_routes)
         apply_https_redirects(route_config, group.servers, group.port, context.findings)
         route_configs.append(route_config)
         chains = [http_chain(f"outbound_{name}", route_name)]
@@ -58,7 +59,9 @@ def _filter_chain(
     if chain.route is None:  # an HTTPS server: TLS terminated here, then its own HTTP routes
         tls = downstream_tls_context(bound, context.secrets, context.findings)
         route_name = https_route_name(bound)
-        route_configs.append(build_route_config(context.config, route_name, bound.server.port.number, [bound]))
+        route_configs.append(
+            build_route_config(context.config, route_name, bound.server.port.number, [bound], context.http_routes)
+        )
         return https_chain(bound.server.name or f"outbound_{listener}", route_name, names, tls)
     # Opaque TCP, TLS terminated here and proxied as TCP, or a passthrough `tls` match (no TLS context).
     tls = downstream_tls_context(bound, context.secrets, context.findings) if terminates_tls(bound) else None

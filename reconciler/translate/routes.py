@@ -9,7 +9,7 @@ Route order on a virtual host (tested in tests/conformance/test_http_composition
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -40,10 +40,21 @@ class Proxy:
     namespace: str
 
 
+HttpRoutes = Callable[[ResolvedConfig, ResolvedVirtualService, int, str, Proxy, bool], Sequence[rc.Route]]
+
+
 def build_route_config(
-    config: ResolvedConfig, name: str, port: int, servers: Iterable[BoundServer]
+    config: ResolvedConfig,
+    name: str,
+    port: int,
+    servers: Iterable[BoundServer],
+    http_routes: HttpRoutes | None = None,
 ) -> route_pb2.RouteConfiguration:
-    """The route configuration `name` for the servers of one port."""
+    """The route configuration `name` for the servers of one port.
+
+    `http_routes` replaces `vs_routes`, e.g. by a cache keyed on the VirtualService and its inputs.
+    """
+    routes_of = http_routes or vs_routes
     vhosts: dict[str, rc.VirtualHost] = {}
     built: set[tuple[str, str, str]] = set()  # (host, gateway, VS) already appended
     for bound in servers:
@@ -55,7 +66,7 @@ def build_route_config(
                 if key in built:  # the same VS through a second server of this gateway on this port
                     continue
                 built.add(key)
-                routes = list(build_http_routes(config, vs, port, bound.gateway.ref, proxy, is_tls))
+                routes = routes_of(config, vs, port, bound.gateway.ref, proxy, is_tls)
                 if not routes:  # e.g. every match is for another port: istiod skips the VS, vhost and all
                     continue
                 if host not in vhosts:
@@ -76,6 +87,12 @@ def build_route_config(
         ignore_port_in_host_matching=True,
         max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=MAX_DIRECT_RESPONSE_BODY_BYTES),
     )
+
+
+def vs_routes(
+    config: ResolvedConfig, vs: ResolvedVirtualService, port: int, gateway: str, proxy: Proxy, is_tls: bool = False
+) -> tuple[rc.Route, ...]:
+    return tuple(build_http_routes(config, vs, port, gateway, proxy, is_tls))
 
 
 def build_http_routes(
@@ -140,7 +157,11 @@ def _tag_source(route: rc.Route, vs: ResolvedVirtualService) -> None:
 def _catch_all_last(vhost: rc.VirtualHost) -> None:
     """istiod's SortVHostRoutes: catch-all routes move to the end, the others keep their order."""
     routes = list(vhost.routes)
-    ordered = [r for r in routes if not is_catch_all(r.match)] + [r for r in routes if is_catch_all(r.match)]
+    catch_all = [is_catch_all(r.match) for r in routes]
+    if catch_all == sorted(catch_all):  # already last: skip copying every route of the host again
+        return
+    ordered = [r for r, last in zip(routes, catch_all, strict=True) if not last]
+    ordered += [r for r, last in zip(routes, catch_all, strict=True) if last]
     del vhost.routes[:]
     vhost.routes.extend(ordered)
 

@@ -15,13 +15,14 @@ from reconciler.validation.analysis import analyze
 from reconciler.validation.certificates import FileProbe, check_certificate_files
 from reconciler.validation.references import check_references
 from reconciler.validation.route_checks import check_http_routes
-from reconciler.validation.rules import check_resources
+from reconciler.validation.rules import ResourceCheck, check_resources
 from reconciler.validation.secrets import scan_for_secrets
 from reconciler.validation.upstreams import check_upstreams
 
 
-def validate(manifests: ManifestSet, config: ResolvedConfig) -> list[Finding]:
-    findings = check_resources(manifests.resources)
+def validate(manifests: ManifestSet, config: ResolvedConfig, check: ResourceCheck | None = None) -> list[Finding]:
+    """`check` replaces the per-document rules (`rules.check_resource`), e.g. by a cache keyed on the document."""
+    findings = check_resources(manifests.resources, check)
     findings.extend(check_references(manifests, config))
     findings.extend(analyze(manifests, config))
     findings.extend(check_http_routes(config))

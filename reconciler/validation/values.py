@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from reconciler.manifests.durations import Duration
-from reconciler.manifests.schema import yaml_key
+from reconciler.manifests.schema import field_keys
 from reconciler.validation.common import Path, ResourceReport
 
 INT32_MAX = 2**31 - 1
@@ -41,18 +41,18 @@ def walk(value: Any, path: Path) -> Iterator[tuple[Path, Any]]:
     yield path, value
     if isinstance(value, Duration):
         return
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        for f in dataclasses.fields(value):
-            child = getattr(value, f.name)
-            if child is not None:
-                yield from walk(child, (*path, yaml_key(f)))
-    elif isinstance(value, list):
+    if isinstance(value, list):
         for i, item in enumerate(value):
             yield from walk(item, (*path, i))
     elif isinstance(value, dict):
         for key, item in value.items():
             yield (*path, key), key
             yield from walk(item, (*path, key))
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for name, key in field_keys(type(value)):
+            child = getattr(value, name)
+            if child is not None:
+                yield from walk(child, (*path, key))
 
 
 def _is_encodable(text: str) -> bool:

@@ -1,0 +1,120 @@
+"""Memo tables that let `pipeline.build` redo only what a revision changed.
+
+A table is keyed either by content (a file's path and bytes) or by the identity of an object an earlier
+table handed out for unchanged content: a file whose bytes did not change yields the very same Resource
+objects, so everything computed from those objects alone can be reused by identity. A hit therefore returns
+exactly what the computation would have returned, and a cached build is byte-identical to a fresh one
+(tests/unit/test_incremental_build.py holds us to that).
+
+Memory stays bounded: each build ages every table, and an entry no lookup of the latest two builds used is
+dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from typing import Generic, TypeVar
+
+from envoy.config.route.v3 import route_components_pb2 as rc
+
+from reconciler.config.model import ResolvedConfig, ResolvedVirtualService
+from reconciler.config.resolve import resolve_one_virtual_service
+from reconciler.diagnostics import Finding
+from reconciler.manifests.loader import load_file
+from reconciler.manifests.model import Resource
+from reconciler.translate.routes import Proxy, vs_routes
+from reconciler.validation.rules import check_resource
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Same:
+    """A dict key that is its object's identity. It holds the object, so the id cannot be reused meanwhile."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Same) and other.obj is self.obj
+
+
+class Memo(Generic[K, V]):
+    """A table of results that forgets what the latest two builds did not ask for."""
+
+    def __init__(self) -> None:
+        self._current: dict[K, V] = {}
+        self._previous: dict[K, V] = {}
+
+    def get(self, key: K, compute: Callable[[], V]) -> V:
+        if key in self._current:
+            return self._current[key]
+        value = self._previous[key] if key in self._previous else compute()
+        self._current[key] = value
+        return value
+
+    def age(self) -> None:
+        self._previous, self._current = self._current, {}
+
+    def clear(self) -> None:
+        self._previous, self._current = {}, {}
+
+    def __len__(self) -> int:
+        return len(self._current.keys() | self._previous.keys())
+
+
+FileKey = tuple[str, bytes, bool]  # path, raw bytes, lenient
+RouteKey = tuple[Same, int, str, tuple[tuple[tuple[str, str], ...], str], bool]  # VS, port, gateway, proxy, TLS
+# Besides its own VirtualService, a VS's routes read these kinds (cluster names, ports, hash policies).
+ROUTE_INPUT_KINDS = frozenset({"ServiceEntry", "DestinationRule"})
+
+
+class BuildCache:
+    """What the daemon keeps between revisions and hands to every `pipeline.build`."""
+
+    def __init__(self) -> None:
+        self.files: Memo[FileKey, tuple[tuple[Resource, ...], tuple[Finding, ...]]] = Memo()
+        self.virtual_services: Memo[tuple[Same, str], ResolvedVirtualService] = Memo()
+        self.resource_findings: Memo[Same, tuple[Finding, ...]] = Memo()
+        self.routes: Memo[RouteKey, tuple[rc.Route, ...]] = Memo()
+        # Rather than track which services and destination rules each VS's routes read, routes are kept
+        # only while all of them are unchanged.
+        self._route_inputs: tuple[Same, ...] = ()
+
+    def start_build(self) -> None:
+        for memo in (self.files, self.virtual_services, self.resource_findings, self.routes):
+            memo.age()
+
+    def loaded(self, resources: Sequence[Resource]) -> None:
+        """This build's resources: routes computed from other services or destination rules are dropped."""
+        inputs = tuple(Same(r) for r in resources if r.kind in ROUTE_INPUT_KINDS)
+        if inputs != self._route_inputs:
+            self.routes.clear()
+            self._route_inputs = inputs
+
+    # The cached forms of the pipeline's per-item steps, with the signatures the stages take.
+
+    def load_file(self, path: str, raw: bytes, lenient: bool) -> tuple[tuple[Resource, ...], tuple[Finding, ...]]:
+        def load() -> tuple[tuple[Resource, ...], tuple[Finding, ...]]:
+            resources, findings = load_file(path, raw, lenient)
+            return tuple(resources), tuple(findings)
+
+        return self.files.get((path, raw, lenient), load)
+
+    def resolve_virtual_service(self, resource: Resource, domain_suffix: str) -> ResolvedVirtualService:
+        key = (Same(resource), domain_suffix)
+        return self.virtual_services.get(key, lambda: resolve_one_virtual_service(resource, domain_suffix))
+
+    def check_resource(self, resource: Resource) -> tuple[Finding, ...]:
+        return self.resource_findings.get(Same(resource), lambda: check_resource(resource))
+
+    def http_routes(
+        self, config: ResolvedConfig, vs: ResolvedVirtualService, port: int, gateway: str, proxy: Proxy, is_tls: bool
+    ) -> tuple[rc.Route, ...]:
+        key = (Same(vs), port, gateway, (tuple(sorted(proxy.labels.items())), proxy.namespace), is_tls)
+        return self.routes.get(key, lambda: vs_routes(config, vs, port, gateway, proxy, is_tls))
