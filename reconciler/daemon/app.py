@@ -247,6 +247,9 @@ class Daemon:
             except SourceError as exc:
                 self.status.last_error = str(exc)
                 log.warning("source.unreachable", error=str(exc))
+            except Exception as exc:  # a bug: say so in the status and the log, keep serving last good
+                self.status.last_error = f"internal error while reconciling: {exc!r}"
+                log.exception("reconcile.failed")
             finally:
                 if not self.ready:
                     self.ready = True

@@ -205,7 +205,7 @@ def test_nacked_change_is_reverted_and_never_leaves_wave_one(
     start_fleet: Callable[..., Fleet],
 ) -> None:  # fmt: skip
     # An RE2 error Envoy rejects; validation and preflight would catch it, so this test lets it slip past.
-    monkeypatch.setattr("reconciler.pipeline.validate", lambda manifests, config: [])
+    monkeypatch.setattr("reconciler.pipeline.validate", lambda *_: [])
     edge = start_fleet(
         "{waves: [1, 100%], bake: 1s, ackTimeout: 10s}", in_process_config={"preflight": {"enabled": False}}
     )
@@ -341,7 +341,7 @@ def test_newer_commit_supersedes_a_rollout_in_flight(start_fleet: Callable[..., 
 def test_preflight_and_secret_scan_stop_a_revision_before_any_node(
     remote: GitRemote, monkeypatch: pytest.MonkeyPatch, start_fleet: Callable[..., Fleet]
 ) -> None:
-    monkeypatch.setattr("reconciler.pipeline.validate", lambda manifests, config: [])  # only preflight is left
+    monkeypatch.setattr("reconciler.pipeline.validate", lambda *_: [])  # only preflight is left
     edge = start_fleet("{waves: [1, 100%], bake: 0s, ackTimeout: 10s}", in_process_config={})
     repo, good, daemon, envoys = edge.repo, edge.good, edge.daemon, edge.envoys
 
