@@ -35,6 +35,9 @@ log = structlog.get_logger("reconciler.xds")
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 _BODY_CACHE_ENTRIES = 256
 DEFAULT_BIND_PREFIX = "0.0.0.0_"
+# Interned subscription sets; cleared if clients ever ask for more distinct sets than this.
+_NAME_SETS: dict[frozenset[str], frozenset[str]] = {}
+_MAX_NAME_SETS = 4096
 _SNAPSHOT_CHANGED = object()
 _END = object()
 
@@ -301,7 +304,10 @@ class AdsServer:
         names = frozenset(request.resource_names)
         if type_url in WILDCARD_TYPES and (not names or "*" in names):
             return None
-        return names
+        # Nodes of a fleet ask for the same names: one shared set instead of one per stream (memory per stream).
+        if len(_NAME_SETS) > _MAX_NAME_SETS:
+            _NAME_SETS.clear()
+        return _NAME_SETS.setdefault(names, names)
 
     def _response(self, stream: NodeStream, type_url: str, state: TypeState) -> Response:
         version = stream.snapshot.type_versions[type_url]
