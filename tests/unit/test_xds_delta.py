@@ -13,11 +13,11 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
-from google.rpc import status_pb2
 
 from reconciler.translate.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
 from reconciler.xds import AdsServer, NodeState, XdsEvent, start_grpc_server
 from reconciler.xds.delta import DeltaTypeState
+from tests.ads_client import ScriptedStream
 
 DELTA = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 SOTW = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
@@ -41,57 +41,25 @@ def snapshot(clusters: dict[str, int], routes: dict[str, str] | None = None) -> 
 ONE = snapshot({"a": 1, "b": 1}, {"r1": "one"})
 
 
-class FakeDeltaEnvoy:
+class FakeDeltaEnvoy(ScriptedStream[discovery_pb2.DeltaDiscoveryRequest, Delta]):
     """One delta ADS stream: `send` a request, `recv` the next response (with a timeout)."""
 
     def __init__(self, channel: grpc.aio.Channel, node: str = "n1", fleet: str = "f") -> None:
-        self._queue: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest | None] = asyncio.Queue()
-        self._node = {"id": node, "cluster": fleet}
-        self._first = True
-        self.call = channel.stream_stream(
-            DELTA,
-            request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
-            response_deserializer=Delta.FromString,
-        )(self._requests())
-        self._responses: asyncio.Queue[Delta] = asyncio.Queue()
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        async for response in self.call:
-            self._responses.put_nowait(response)
-
-    async def _requests(self) -> AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]:
-        while (request := await self._queue.get()) is not None:
-            yield request
+        super().__init__(channel, DELTA, discovery_pb2.DeltaDiscoveryRequest, Delta, node, fleet)
 
     def send(self, type_url: str, subscribe: tuple[str, ...] = (), unsubscribe: tuple[str, ...] = (),
              nonce: str = "", error: str = "", initial: dict[str, str] | None = None) -> None:  # fmt: skip
-        request = discovery_pb2.DeltaDiscoveryRequest(
+        self._send(
+            error,
             type_url=type_url,
             resource_names_subscribe=subscribe,
             resource_names_unsubscribe=unsubscribe,
             response_nonce=nonce,
             initial_resource_versions=initial or {},
         )
-        if self._first:
-            request.node.MergeFrom(discovery_pb2.DeltaDiscoveryRequest(node=self._node).node)
-            self._first = False
-        if error:
-            request.error_detail.CopyFrom(status_pb2.Status(code=13, message=error))
-        self._queue.put_nowait(request)
 
     def ack(self, response: Delta) -> None:
         self.send(response.type_url, nonce=response.nonce)
-
-    async def recv(self, timeout: float = 2.0) -> Delta:
-        getter = asyncio.ensure_future(self._responses.get())
-        done, _ = await asyncio.wait({getter, self._reader}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        if getter in done:
-            return getter.result()
-        getter.cancel()
-        if self._reader in done:
-            self._reader.result()
-        raise TimeoutError("no response")
 
     async def exchange(self, type_url: str, subscribe: tuple[str, ...] = (), **kwargs: object) -> Delta:
         """Send a request, receive the answer and ACK it."""
@@ -108,15 +76,6 @@ class FakeDeltaEnvoy:
             LISTENER: await self.exchange(LISTENER),
             ROUTE: await self.exchange(ROUTE, routes),
         }
-
-    async def nothing(self, within: float = 0.3) -> bool:
-        await asyncio.sleep(within)
-        return self._responses.empty()
-
-    def close(self) -> None:
-        self._queue.put_nowait(None)
-        self.call.cancel()
-        self._reader.cancel()
 
 
 @pytest.fixture

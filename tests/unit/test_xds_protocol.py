@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -12,10 +11,10 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
-from google.rpc import status_pb2
 
 from reconciler.translate.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
 from reconciler.xds import AdsServer, NodeState, XdsEvent, start_grpc_server
+from tests.ads_client import ScriptedStream
 
 METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 
@@ -31,64 +30,18 @@ def snapshot(tag: str, routes: tuple[str, ...] = ("http.80",)) -> Snapshot:
     )
 
 
-class FakeEnvoy:
-    """One ADS stream; `send` a request, `recv` the next response (with a timeout)."""
+class FakeEnvoy(ScriptedStream[discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse]):
+    """One SotW ADS stream: `send` a request, `recv` the next response (with a timeout)."""
 
     def __init__(self, channel: grpc.aio.Channel, fleet: str = "f", node: str = "n1") -> None:
-        self._queue: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
-        self._node = {"id": node, "cluster": fleet}
-        self._first = True
-        call = channel.stream_stream(
-            METHOD,
-            request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
-            response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
-        )
-        self.call = call(self._requests())
-        # Reading continuously: cancelling a pending read would cancel the whole call.
-        self._responses: asyncio.Queue[discovery_pb2.DiscoveryResponse] = asyncio.Queue()
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        async for response in self.call:
-            self._responses.put_nowait(response)
-
-    async def _requests(self) -> AsyncIterator[discovery_pb2.DiscoveryRequest]:
-        while (request := await self._queue.get()) is not None:
-            yield request
+        super().__init__(channel, METHOD, discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse, node, fleet)
 
     def send(self, type_url: str, names: tuple[str, ...] = (), nonce: str = "", version: str = "",
              error: str = "") -> None:  # fmt: skip
-        request = discovery_pb2.DiscoveryRequest(
-            type_url=type_url, resource_names=list(names), response_nonce=nonce, version_info=version
-        )
-        if self._first:
-            request.node.MergeFrom(discovery_pb2.DiscoveryRequest(node=self._node).node)
-            self._first = False
-        if error:
-            request.error_detail.CopyFrom(status_pb2.Status(code=13, message=error))
-        self._queue.put_nowait(request)
-
-    async def recv(self, timeout: float = 2.0) -> discovery_pb2.DiscoveryResponse:
-        getter = asyncio.ensure_future(self._responses.get())
-        done, _ = await asyncio.wait({getter, self._reader}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        if getter in done:
-            return getter.result()
-        getter.cancel()
-        if self._reader in done:
-            self._reader.result()  # raises the call's error (e.g. the server's abort status)
-        raise TimeoutError("no response")
-
-    async def nothing(self, within: float = 0.3) -> bool:
-        await asyncio.sleep(within)
-        return self._responses.empty()
+        self._send(error, type_url=type_url, resource_names=list(names), response_nonce=nonce, version_info=version)
 
     def ack(self, response: discovery_pb2.DiscoveryResponse, names: tuple[str, ...] = ()) -> None:
         self.send(response.type_url, names, response.nonce, response.version_info)
-
-    def close(self) -> None:
-        self._queue.put_nowait(None)
-        self.call.cancel()
-        self._reader.cancel()
 
 
 @pytest.fixture
