@@ -35,6 +35,7 @@ from reconciler.rollout.manager import RolloutManager
 from reconciler.rollout.model import Result
 from reconciler.source import GitSource, SourceError
 from reconciler.source.credentials import LoadedCredentials, fingerprint, load_credentials
+from reconciler.source.git import GitCredentials
 from reconciler.source.signatures import SignatureError, TrustedKeys, unverified_commits
 from reconciler.state import FleetRecord, StateStore
 from reconciler.translate import TranslateOptions
@@ -81,7 +82,9 @@ class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
         self.store = StateStore(config.state_dir)
-        self.source = GitSource(config.repo.url, config.repo.branch, config.repo.path, config.state_dir / "repo")
+        repo = config.repo
+        credentials = GitCredentials(repo.ssh_key_file, repo.known_hosts_file, repo.token_file, repo.token_username)
+        self.source = GitSource(repo.url, repo.branch, repo.path, config.state_dir / "repo", credentials=credentials)
         self.ads = AdsServer()
         self.metrics = Metrics(self.ads)
         self.rollouts = RolloutManager(self.ads, self.store, self.metrics)

@@ -39,6 +39,12 @@ class RepoSettings:
     path: str = "."
     poll_interval: Duration = field(default_factory=lambda: Duration.parse("30s"))
     verify_signatures: SignatureSettings | None = None
+    # Credentials come from files, never from the URL: an SSH key with a pinned known_hosts file, or an
+    # HTTPS token (read by git's credential helper when it asks; never on a command line or in a log).
+    ssh_key_file: str = field(default="", metadata=PATH)
+    known_hosts_file: str = field(default="", metadata=PATH)
+    token_file: str = field(default="", metadata=PATH)
+    token_username: str = "x-access-token"
 
 
 @dataclass(frozen=True)

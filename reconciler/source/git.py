@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shlex
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -105,14 +106,45 @@ def _git_detail(err: GitCommandError, url: str | None = None) -> str:
     return chosen.rstrip(".")
 
 
-def _run(git: Git, args: Sequence[str], timeout: float | None = None) -> str:
+@dataclass(frozen=True)
+class GitCredentials:
+    """How to authenticate to the remote, from files only: secrets never sit in the URL, the command line
+    or a log. An SSH key (with a pinned known_hosts file: unknown host keys are refused), or an HTTPS token
+    handed to git by a credential helper that reads the file when git asks."""
+
+    ssh_key_file: str = ""
+    known_hosts_file: str = ""
+    token_file: str = ""
+    token_username: str = "x-access-token"  # GitHub's; GitLab accepts any name with a token
+
+    def git_config(self) -> list[str]:
+        if not self.token_file:
+            return []
+        helper = (
+            f"!f() {{ echo username={shlex.quote(self.token_username)}; printf password=; "
+            f"cat {shlex.quote(self.token_file)}; echo; }}; f"
+        )
+        return ["-c", "credential.helper=", "-c", f"credential.helper={helper}"]  # only ours, none inherited
+
+    def environment(self) -> dict[str, str]:
+        if not self.ssh_key_file:
+            return {}
+        ssh = ["ssh", "-i", self.ssh_key_file, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"]
+        if self.known_hosts_file:
+            ssh += ["-o", f"UserKnownHostsFile={self.known_hosts_file}", "-o", "StrictHostKeyChecking=yes"]
+        return {"GIT_SSH_COMMAND": shlex.join(ssh)}
+
+
+def _run(git: Git, args: Sequence[str], timeout: float | None = None, credentials: GitCredentials | None = None) -> str:
     """Run one git command (args without the leading "git") and return its stdout as text.
 
     Raises GitCommandError / GitCommandNotFound; callers turn them into SourceError with their context.
     Never let str() of those exceptions reach a user: they quote the command line.
     """
-    command = [Git.GIT_PYTHON_GIT_EXECUTABLE or "git", *args]
-    out = git.execute(command, env=_GIT_ENV, kill_after_timeout=timeout, stdout_as_string=True)
+    config = credentials.git_config() if credentials else []
+    command = [Git.GIT_PYTHON_GIT_EXECUTABLE or "git", *config, *args]
+    env = {**_GIT_ENV, **(credentials.environment() if credentials else {})}
+    out = git.execute(command, env=env, kill_after_timeout=timeout, stdout_as_string=True)
     return out if isinstance(out, str) else str(out)
 
 
@@ -209,7 +241,10 @@ def read_tree_at(repo_dir: Path, ref: str, path: str, all_files: bool = False) -
 class GitSource:
     """One branch of a remote config repository, mirrored into a local bare repository at `cache_dir`."""
 
-    def __init__(self, url: str, branch: str, path: str, cache_dir: Path, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, url: str, branch: str, path: str, cache_dir: Path, timeout: float = DEFAULT_TIMEOUT,
+        credentials: GitCredentials | None = None,
+    ) -> None:  # fmt: skip
         url = url.strip()
         if not url or url.startswith("-"):
             raise SourceError(f"'{redact_url(url)}' is not a repository URL.")
@@ -222,6 +257,7 @@ class GitSource:
         self.path = _normalize_path(path)
         self.cache_dir = Path(cache_dir)
         self.timeout = timeout
+        self.credentials = credentials
         self._ref = f"refs/heads/{branch}"
         self._lock = threading.Lock()
         self._check_branch_name()
@@ -236,7 +272,7 @@ class GitSource:
         with self._lock:
             git = Git(str(self._ensure_mirror()))
             try:
-                out = _run(git, ["ls-remote", self._url, self._ref], timeout=self.timeout)
+                out = _run(git, ["ls-remote", self._url, self._ref], timeout=self.timeout, credentials=self.credentials)
             except GitCommandError as err:
                 raise self._network_error("reach", err) from None
             except GitCommandNotFound:
@@ -264,6 +300,7 @@ class GitSource:
                         f"+{self._ref}:{self._ref}",
                     ],
                     timeout=self.timeout,
+                    credentials=self.credentials,
                 )
             except GitCommandError as err:
                 raise self._network_error("fetch from", err) from None
