@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Any
 
 import yaml
 
+from reconciler.config.hosts import is_ip_address
+
 XDS_CLUSTER = "xds_cluster"
 # State of the world (every response holds the whole set of a type) or incremental (only what changed).
 API_TYPES = {"sotw": "GRPC", "delta": "DELTA_GRPC"}
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def envoy_bootstrap(
@@ -63,7 +56,7 @@ def envoy_bootstrap(
             "clusters": [
                 {
                     "name": XDS_CLUSTER,
-                    "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+                    "type": "STATIC" if is_ip_address(host) else "STRICT_DNS",
                     "connect_timeout": "1s",
                     "load_assignment": {
                         "cluster_name": XDS_CLUSTER,

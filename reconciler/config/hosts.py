@@ -26,6 +26,7 @@ __all__ = [
     "WILDCARD",
     "expand_short_name",
     "intersection",
+    "is_ip_address",
     "is_wildcard",
     "matches",
     "most_specific_first",
@@ -173,7 +174,8 @@ def names_for_namespace(server_hosts: Sequence[str], namespace: str) -> list[str
     return result
 
 
-def _is_ip_address(text: str) -> bool:
+def is_ip_address(text: str) -> bool:
+    """An IPv4 or IPv6 address (not a host name)."""
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -194,7 +196,7 @@ def expand_short_name(host: str, namespace: str, domain_suffix: str = DEFAULT_DO
     inserts `.svc.` itself). An empty `namespace` or `domain_suffix` leaves that part out, as istiod
     does for an empty namespace or domain. Case is preserved; see `normalize_host`.
     """
-    if not host or host == WILDCARD or "." in host or _is_ip_address(host):
+    if not host or host == WILDCARD or "." in host or is_ip_address(host):
         return host
     out = host
     if namespace:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from envoy.config.core.v3 import config_source_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 
+from reconciler.config.hosts import is_ip_address
 from reconciler.config.model import ResolvedConfig
 from reconciler.manifests.durations import Duration
 from reconciler.manifests.model import Destination
@@ -63,16 +62,8 @@ def san_matcher(name: str) -> common_pb2.SubjectAltNameMatcher:
         kind = san.URI
     elif "@" in name:
         kind = san.EMAIL
-    elif _is_ip(name):
+    elif is_ip_address(name):
         kind = san.IP_ADDRESS
     else:
         kind = san.DNS
     return san(san_type=kind, matcher=string_pb2.StringMatcher(exact=name))
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True

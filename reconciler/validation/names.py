@@ -11,6 +11,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from reconciler.config.hosts import is_ip_address
+
 MAX_DOMAIN_LENGTH = 255
 MAX_LABEL_LENGTH = 63
 MAX_OBJECT_NAME_LENGTH = 253
@@ -33,16 +35,8 @@ def is_wildcard_label(value: str) -> bool:
     return len(value) <= MAX_LABEL_LENGTH and bool(_WILDCARD_LABEL.match(value))
 
 
-def is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
-
-
 def ip_error(value: str) -> str | None:
-    return None if is_ip(value) else f"{value!r} is not a valid IP address"
+    return None if is_ip_address(value) else f"{value!r} is not a valid IP address"
 
 
 def subnet_error(value: str) -> str | None:
@@ -117,7 +111,7 @@ def _gateway_host_part_errors(host: str) -> list[str]:
     if host != "*" and "." not in host:
         problems.append(f"short host name {host!r} is not allowed in a Gateway; write the full domain name")
     domain_problem = wildcard_domain_error(host)
-    if domain_problem and not is_ip(host):  # a Gateway also accepts an IP address as host
+    if domain_problem and not is_ip_address(host):  # a Gateway also accepts an IP address as host
         problems.append(domain_problem)
     partial = partial_wildcard_error(host)
     if partial:

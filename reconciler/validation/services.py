@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from reconciler.config.hosts import is_ip_address
 from reconciler.manifests.model import UNIX_PREFIX, DestinationRuleSpec, ServiceEntrySpec
 from reconciler.validation.common import ResourceReport
 from reconciler.validation.fields import check_labels, check_port
 from reconciler.validation.names import (
     fqdn_error,
     is_dns_label,
-    is_ip,
     partial_wildcard_error,
     subnet_error,
     wildcard_domain_error,
@@ -68,14 +68,14 @@ def _check_endpoints(report: ResourceReport, spec: ServiceEntrySpec) -> None:
         elif address.startswith(UNIX_PREFIX):
             if endpoint.ports:
                 report.error((*path, "ports"), "invalid-endpoint", "a unix socket endpoint takes no ports")
-        elif spec.resolution in IP_RESOLUTIONS and not is_ip(address):
+        elif spec.resolution in IP_RESOLUTIONS and not is_ip_address(address):
             report.error(
                 (*path, "address"),
                 "invalid-endpoint",
                 f"{address!r} is not an IP address; with resolution {spec.resolution} endpoints must be IPs "
                 "(use resolution: DNS for host names)",
             )
-        elif not is_ip(address) and fqdn_error(address):
+        elif not is_ip_address(address) and fqdn_error(address):
             report.error((*path, "address"), "invalid-endpoint", f"{address!r} is neither an IP nor a host name")
         for name, number in endpoint.ports.items():
             if name not in port_names:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from reconciler.config import hosts
+from reconciler.config.hosts import is_ip_address
 from reconciler.config.resolve import MESH
 from reconciler.manifests.model import L4MatchAttributes, TCPRoute, TLSMatchAttributes, TLSRoute, VirtualServiceSpec
 from reconciler.validation.common import Path, ResourceReport
@@ -10,7 +11,7 @@ from reconciler.validation.fields import check_destination, check_gateway_names,
 from reconciler.validation.headers import is_jwt_claim
 from reconciler.validation.http_route import check_http_route
 from reconciler.validation.match_analysis import check_http_reachability, check_l4_reachability
-from reconciler.validation.names import is_dns_label, is_ip, subnet_error, vs_gateway_host_error, wildcard_domain_error
+from reconciler.validation.names import is_dns_label, subnet_error, vs_gateway_host_error, wildcard_domain_error
 
 
 def check_virtual_service(report: ResourceReport) -> None:
@@ -61,7 +62,7 @@ def _check_hosts(report: ResourceReport, spec: VirtualServiceSpec, applies_to_ga
     all_valid = True
     for i, host in enumerate(spec.hosts):
         problem = vs_gateway_host_error(host, has_sni) if applies_to_gateway else wildcard_domain_error(host)
-        if problem and not is_ip(host):
+        if problem and not is_ip_address(host):
             report.error(("spec", "hosts", i), "invalid-host", problem)
             all_valid = False
         elif not problem and not applies_to_gateway and host == "*":
@@ -102,7 +103,7 @@ def _check_sni_host(
 ) -> None:
     problem = vs_gateway_host_error(sni, True) if applies_to_gateway else wildcard_domain_error(sni)
     if problem:
-        if is_ip(sni):
+        if is_ip_address(sni):
             report.warning(path, "sni-is-ip", f"SNI {sni!r} is an IP address; most TLS clients never send that")
         else:
             report.error(path, "invalid-host", problem)

@@ -12,7 +12,6 @@ the next handshake, so rotating the daemon's certificate or the client CA needs 
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import ssl
 import threading
@@ -23,6 +22,8 @@ from typing import Any, Final
 
 import grpc
 import structlog
+
+from reconciler.config.hosts import is_ip_address
 
 __all__ = [
     "NodeAuthorizer",
@@ -255,7 +256,7 @@ def tls_transport_socket(
     if (cert is None) != (key is None):
         raise ValueError("give both the client certificate and its key, or neither")
     expected = server_name or sni
-    san_type = "IP_ADDRESS" if _is_ip(expected) else "DNS"
+    san_type = "IP_ADDRESS" if is_ip_address(expected) else "DNS"
     common: dict[str, Any] = {
         "alpn_protocols": ["h2"],  # gRPC is HTTP/2
         # Envoy's upstream default stops at TLS 1.2; the daemon (gRPC/BoringSSL) speaks 1.3.
@@ -273,14 +274,6 @@ def tls_transport_socket(
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
         "common_tls_context": common,
     }
-    if not _is_ip(sni):  # SNI carries host names only (RFC 6066)
+    if not is_ip_address(sni):  # SNI carries host names only (RFC 6066)
         context["sni"] = sni
     return {"name": "envoy.transport_sockets.tls", "typed_config": context}
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

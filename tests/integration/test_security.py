@@ -23,8 +23,8 @@ from reconciler.xds.security import tls_transport_socket
 from tests.conformance.certs import CertificateAuthority
 from tests.conformance.l4_upstreams import https_get as https_request
 from tests.conformance.l4_upstreams import tls_client
+from tests.signing import allowed_signers, ssh_key, ssh_signing
 from tests.support import DaemonProcess, GitRemote, wait_for
-from tests.unit.test_signatures import allowed_signers, ssh_key, ssh_signing
 
 WEBHOOK_SECRET = "webhook-secret-7f3a9c1e5b2d4f60"
 READ_TOKEN = "read-token-0123456789abcdef0123"

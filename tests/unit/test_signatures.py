@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.source.signatures import SignatureError, TrustedKeys, unverified_commits
+from tests.signing import allowed_signers, ssh_key, ssh_signing
 
 
 class Repo:
@@ -56,26 +57,6 @@ class Repo:
         bare = self.root / f"mirror-{self.mirrors}.git"
         self.git("clone", "--quiet", "--bare", "--mirror", str(self.work), str(bare), cwd=self.root)
         return bare
-
-
-def ssh_key(root: Path, name: str) -> Path:
-    key = root / name
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)], check=True)
-    return key
-
-
-def ssh_signing(key: Path) -> list[str]:
-    return ["-c", "gpg.format=ssh", "-c", f"user.signingkey={key}"]
-
-
-def allowed_signers(root: Path, *keys: Path) -> Path:
-    lines = []
-    for key in keys:
-        kind, blob = key.with_suffix(".pub").read_text().split()[:2]
-        lines.append(f"ada@example.test {kind} {blob}")
-    path = root / "allowed_signers"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture
