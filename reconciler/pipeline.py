@@ -53,7 +53,7 @@ def build(
     for fleet in config.fleets:
         if fleet in blocked:
             continue
-        translation = translate_fleet(config, fleet, options, cache.http_routes if cache else None)
+        translation = translate_fleet(config, fleet, options, cache.translate_memos if cache else None)
         findings.extend(translation.findings)
         fleet_errors = tuple(f for f in translation.findings if f.is_error)
         if fleet_errors:
@@ -70,14 +70,17 @@ def blocking_errors(findings: Iterable[Finding], config: ResolvedConfig) -> dict
     fleets that resource reaches. Errors we cannot place — a malformed file, a resource that did not load,
     a ServiceEntry or DestinationRule — hold back every fleet, because we cannot show they are harmless.
     """
-    reach: dict[str, set[str]] = {vs.resource.ref: set() for vs in config.virtual_services}
+    reach: dict[str, set[str]] = {}
+    fleets_of_gateway: dict[str, set[str]] = {}
     for name, fleet in config.fleets.items():
         reach.setdefault(fleet.resource.ref, set()).add(name)
         for gateway in fleet.gateways:
             reach.setdefault(gateway.resource.ref, set()).add(name)
-            for vs in config.virtual_services:
-                if gateway.ref in vs.gateways:
-                    reach[vs.resource.ref].add(name)
+            fleets_of_gateway.setdefault(gateway.ref, set()).add(name)
+    for vs in config.virtual_services:
+        reached = reach.setdefault(vs.resource.ref, set())
+        for gateway_ref in vs.gateways:
+            reached.update(fleets_of_gateway.get(gateway_ref, ()))
     blocked: dict[str, list[Finding]] = {}
     for finding in findings:
         if finding.is_error:

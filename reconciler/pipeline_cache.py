@@ -17,12 +17,15 @@ from typing import Generic, TypeVar
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 
-from reconciler.config.model import ResolvedConfig, ResolvedVirtualService
+from reconciler.config.model import ResolvedConfig, ResolvedDestinationRule, ResolvedVirtualService, Service
 from reconciler.config.resolve import resolve_one_virtual_service
 from reconciler.diagnostics import Finding
 from reconciler.manifests.loader import load_file
 from reconciler.manifests.model import Resource
-from reconciler.translate.routes import Proxy, vs_routes
+from reconciler.translate.clusters import encode_service_clusters
+from reconciler.translate.memos import TranslateMemos
+from reconciler.translate.routes import Proxy, VirtualHostPlan, encode_plain_virtual_host, vs_routes
+from reconciler.translate.snapshot import XdsResource
 from reconciler.validation.rules import check_resource
 
 K = TypeVar("K", bound=Hashable)
@@ -70,6 +73,9 @@ class Memo(Generic[K, V]):
 
 FileKey = tuple[str, bytes, bool]  # path, raw bytes, lenient
 RouteKey = tuple[Same, int, str, tuple[tuple[tuple[str, str], ...], str], bool]  # VS, port, gateway, proxy, TLS
+VirtualHostKey = tuple[str, int, bool, tuple[Same, ...]]  # host, port, require TLS, each VS's routes
+# A Service is made from its ServiceEntry alone, a ResolvedDestinationRule from its sources (config.resolve).
+ServiceKey = tuple[str, Same, tuple[Same, ...]]  # host, ServiceEntry, the DestinationRule's sources
 # Besides its own VirtualService, a VS's routes read these kinds (cluster names, ports, hash policies).
 ROUTE_INPUT_KINDS = frozenset({"ServiceEntry", "DestinationRule"})
 
@@ -82,12 +88,16 @@ class BuildCache:
         self.virtual_services: Memo[tuple[Same, str], ResolvedVirtualService] = Memo()
         self.resource_findings: Memo[Same, tuple[Finding, ...]] = Memo()
         self.routes: Memo[RouteKey, tuple[rc.Route, ...]] = Memo()
+        self.virtual_hosts: Memo[VirtualHostKey, bytes] = Memo()
+        self.service_clusters: Memo[ServiceKey, tuple[XdsResource, ...]] = Memo()
+        self.translate_memos = TranslateMemos(self.http_routes, self.virtual_host, self.clusters_of)
         # Rather than track which services and destination rules each VS's routes read, routes are kept
         # only while all of them are unchanged.
         self._route_inputs: tuple[Same, ...] = ()
 
     def start_build(self) -> None:
-        for memo in (self.files, self.virtual_services, self.resource_findings, self.routes):
+        for memo in (self.files, self.virtual_services, self.resource_findings, self.routes, self.virtual_hosts,
+                     self.service_clusters):  # fmt: skip
             memo.age()
 
     def loaded(self, resources: Sequence[Resource]) -> None:
@@ -118,3 +128,12 @@ class BuildCache:
     ) -> tuple[rc.Route, ...]:
         key = (Same(vs), port, gateway, (tuple(sorted(proxy.labels.items())), proxy.namespace), is_tls)
         return self.routes.get(key, lambda: vs_routes(config, vs, port, gateway, proxy, is_tls))
+
+    def virtual_host(self, plan: VirtualHostPlan) -> bytes:
+        # The route tuples come from `http_routes`: the same objects exactly when their inputs are unchanged.
+        key = (plan.host, plan.port, plan.require_tls, tuple(Same(routes) for routes in plan.routes))
+        return self.virtual_hosts.get(key, lambda: encode_plain_virtual_host(plan))
+
+    def clusters_of(self, service: Service, rule: ResolvedDestinationRule | None) -> tuple[XdsResource, ...]:
+        key = (service.host, Same(service.source), tuple(Same(s) for s in rule.sources) if rule else ())
+        return self.service_clusters.get(key, lambda: encode_service_clusters(service, rule))

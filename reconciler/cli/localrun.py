@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+from contextlib import ExitStack
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,15 @@ def free_port(address: str = LOOPBACK) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((address, 0))
         return int(sock.getsockname()[1])
+
+
+def free_ports(count: int, address: str = LOOPBACK) -> list[int]:
+    """`count` different free ports: all are held at once while chosen, so none can come back twice."""
+    with ExitStack() as held:
+        socks = [held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in socks:
+            sock.bind((address, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 class EnvoyProcess:

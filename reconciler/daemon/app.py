@@ -279,10 +279,17 @@ class Daemon:
             return
         commit = self.source.commit(sha)
         self.metrics.detection_lag.observe(max(0.0, started - commit.committed_at))
+        fetched = time.time()
         files = self.source.read_files(sha)
+        read = time.time()
         result = build(files, self.options, cache=self._build_cache)
+        built = time.time()
         blocked = self._gate(result, files)
-        self.metrics.build.observe(time.time() - started)
+        gated = time.time()
+        self.metrics.build.observe(gated - started)
+        log.info("revision.built", revision=sha[:12], files=len(files), fetch_s=round(fetched - started, 4),
+                 read_s=round(read - fetched, 4), build_s=round(built - read, 4), gate_s=round(gated - built, 4),
+                 phase="Built")  # fmt: skip
         self.status.findings = sort_findings({*result.findings, *(f for errors in blocked.values() for f in errors)})
         self._report_errors(sha, self.status.findings)
         for name in sorted(result.config.fleets):

@@ -12,11 +12,11 @@ from reconciler.config.model import ResolvedConfig
 from reconciler.diagnostics import Finding
 from reconciler.translate.clusters import build_clusters
 from reconciler.translate.listener_build import FleetContext, build_port
-from reconciler.translate.routes import HttpRoutes
+from reconciler.translate.memos import TranslateMemos
 from reconciler.translate.secrets import Credential, SecretBook
-from reconciler.translate.snapshot import Snapshot
+from reconciler.translate.snapshot import Snapshot, XdsResource
 
-__all__ = ["Credential", "TranslateOptions", "Translation", "translate_fleet"]
+__all__ = ["Credential", "TranslateMemos", "TranslateOptions", "Translation", "translate_fleet"]
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,13 @@ class Translation:
 
 
 def translate_fleet(
-    config: ResolvedConfig, fleet: str, options: TranslateOptions | None = None, http_routes: HttpRoutes | None = None
+    config: ResolvedConfig, fleet: str, options: TranslateOptions | None = None, memos: TranslateMemos | None = None
 ) -> Translation:
-    """`http_routes` replaces how one VirtualService's routes are built, e.g. by a cache (pipeline_cache)."""
+    """`memos` replaces how per-item pieces are built, e.g. by a cache kept between builds (pipeline_cache)."""
     options = options or TranslateOptions()
-    context = FleetContext(config, options.default_bind, SecretBook(options.credentials), http_routes=http_routes)
-    messages: list[Message] = list(build_clusters(config))
+    memos = memos or TranslateMemos()
+    context = FleetContext(config, options.default_bind, SecretBook(options.credentials), memos=memos)
+    messages: list[Message | XdsResource] = list(build_clusters(config, memos.service_clusters))
     # What the listener plan leaves out is validation's to report (validation.analysis), not reported again here.
     for group in plan_listeners(config, config.fleets[fleet]).ports:
         messages.extend(build_port(context, group))

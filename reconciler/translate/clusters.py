@@ -6,7 +6,7 @@ with the traffic policy merged for that port and subset (cluster_policy.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from envoy.config.cluster.v3 import cluster_pb2
 from google.protobuf import struct_pb2
@@ -20,26 +20,42 @@ from reconciler.translate.cluster_policy import effective_policy, rule_for
 from reconciler.translate.cluster_pool import TlsOrigination, apply_connection_pool, apply_http_options, speaks_http2
 from reconciler.translate.cluster_tls import upstream_tls
 from reconciler.translate.common import ads_source, cluster_name, seconds
+from reconciler.translate.snapshot import XdsResource
 
 DNS_REFRESH_S = 60  # istiod's mesh default dnsRefreshRate
 
 
-def build_clusters(config: ResolvedConfig) -> Iterator[Message]:
-    """Every registry service per port, plus one cluster per DestinationRule subset (as istiod does)."""
+# A service's clusters and endpoint assignments, serialized; they read nothing but the service and its rule.
+ServiceClusters = Callable[[Service, ResolvedDestinationRule | None], Sequence[XdsResource]]
+
+
+def build_clusters(config: ResolvedConfig, service_clusters: ServiceClusters | None = None) -> Iterator[XdsResource]:
+    """Every registry service per port, plus one cluster per DestinationRule subset (as istiod does).
+
+    `service_clusters` replaces `encode_service_clusters`, e.g. by a cache keyed on the service and its rule.
+    """
+    encode = service_clusters or encode_service_clusters
     for host in sorted(config.services):
-        service = config.services[host]
-        rule = rule_for(config, host)
-        subsets = [(s.name, dict(s.labels)) for s in rule.spec.subsets] if rule else []
-        for port in service.ports:
-            for subset, labels in [("", {}), *subsets]:
-                name = cluster_name(port.number, subset, host)
-                policy = effective_policy(rule.spec if rule else None, subset, port.number)
-                cluster = _cluster(name, service, port, labels, policy)
-                if rule is not None:
-                    _tag(cluster, rule, subset)
-                yield cluster
-                if uses_eds(service):
-                    yield load_assignment(name, service, port, labels)
+        yield from encode(config.services[host], rule_for(config, host))
+
+
+def encode_service_clusters(service: Service, rule: ResolvedDestinationRule | None) -> tuple[XdsResource, ...]:
+    return tuple(XdsResource.of(message) for message in _service_clusters(service, rule))
+
+
+def _service_clusters(service: Service, rule: ResolvedDestinationRule | None) -> Iterator[Message]:
+    host = service.host
+    subsets = [(s.name, dict(s.labels)) for s in rule.spec.subsets] if rule else []
+    for port in service.ports:
+        for subset, labels in [("", {}), *subsets]:
+            name = cluster_name(port.number, subset, host)
+            policy = effective_policy(rule.spec if rule else None, subset, port.number)
+            cluster = _cluster(name, service, port, labels, policy)
+            if rule is not None:
+                _tag(cluster, rule, subset)
+            yield cluster
+            if uses_eds(service):
+                yield load_assignment(name, service, port, labels)
 
 
 def _cluster(

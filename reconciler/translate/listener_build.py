@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from envoy.config.listener.v3 import listener_components_pb2
@@ -19,8 +20,10 @@ from reconciler.translate.listeners import (
     listener_name,
     tcp_chain,
 )
-from reconciler.translate.routes import HttpRoutes, build_route_config, route_config_name
+from reconciler.translate.memos import TranslateMemos
+from reconciler.translate.routes import encode_route_config, plan_route_config, route_config_name
 from reconciler.translate.secrets import SecretBook
+from reconciler.translate.snapshot import XdsResource
 from reconciler.translate.tcp import tcp_proxy_filter
 from reconciler.translate.tls import downstream_tls_context
 
@@ -31,17 +34,21 @@ class FleetContext:
     default_bind: str
     secrets: SecretBook
     findings: list[Finding] = field(default_factory=list)
-    http_routes: HttpRoutes | None = None  # a cache of each VirtualService's routes (routes.build_route_config)
+    memos: TranslateMemos = field(default_factory=TranslateMemos)
+
+    def route_config(self, name: str, port: int, servers: Sequence[BoundServer], redirects: bool) -> XdsResource:
+        plan = plan_route_config(self.config, name, port, servers, self.memos.http_routes)
+        if redirects:
+            apply_https_redirects(plan, servers, port, self.findings)
+        return encode_route_config(plan, self.memos.virtual_host)
 
 
-def build_port(context: FleetContext, group: PortServers) -> list[Message]:
+def build_port(context: FleetContext, group: PortServers) -> list[Message | XdsResource]:
     name = listener_name(group.bind, group.port)
-    route_configs: list[Message] = []
+    route_configs: list[XdsResource] = []
     if group.kind is PortKind.HTTP:
         route_name = route_config_name(group.port, group.bind)
-        route_config = build_route_config(context.config, route_name, group.port, group.servers, context.http_routes)
-        apply_https_redirects(route_config, group.servers, group.port, context.findings)
-        route_configs.append(route_config)
+        route_configs.append(context.route_config(route_name, group.port, group.servers, redirects=True))
         chains = [http_chain(f"outbound_{name}", route_name)]
     else:
         built = (_filter_chain(context, name, chain, route_configs) for chain in group.chains)
@@ -52,16 +59,14 @@ def build_port(context: FleetContext, group: PortServers) -> list[Message]:
 
 
 def _filter_chain(
-    context: FleetContext, listener: str, chain: Chain, route_configs: list[Message]
+    context: FleetContext, listener: str, chain: Chain, route_configs: list[XdsResource]
 ) -> listener_components_pb2.FilterChain | None:
     bound = chain.server
     names = list(chain.names)
     if chain.route is None:  # an HTTPS server: TLS terminated here, then its own HTTP routes
         tls = downstream_tls_context(bound, context.secrets, context.findings)
         route_name = https_route_name(bound)
-        route_configs.append(
-            build_route_config(context.config, route_name, bound.server.port.number, [bound], context.http_routes)
-        )
+        route_configs.append(context.route_config(route_name, bound.server.port.number, [bound], redirects=False))
         return https_chain(bound.server.name or f"outbound_{listener}", route_name, names, tls)
     # Opaque TCP, TLS terminated here and proxied as TCP, or a passthrough `tls` match (no TLS context).
     tls = downstream_tls_context(bound, context.secrets, context.findings) if terminates_tls(bound) else None

@@ -10,19 +10,16 @@ virtual host); that surprise is reported.
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-from envoy.config.route.v3 import route_components_pb2 as rc
-from envoy.config.route.v3 import route_pb2
+from dataclasses import replace
 
 from reconciler.config.model import BoundServer
 from reconciler.config.servers import describe, https_redirects, server_finding, server_hostnames
 from reconciler.diagnostics import Finding, Severity
-
-BLACKHOLE = "blackhole"
+from reconciler.translate.routes import RouteConfigPlan, VirtualHostPlan
 
 
 def apply_https_redirects(
-    route_config: route_pb2.RouteConfiguration, servers: Sequence[BoundServer], port: int, findings: list[Finding]
+    route_config: RouteConfigPlan, servers: Sequence[BoundServer], port: int, findings: list[Finding]
 ) -> None:
     redirected: dict[str, BoundServer] = {}  # host → the (first) server that redirects it
     for bound in servers:
@@ -32,22 +29,10 @@ def apply_https_redirects(
     if not redirected:
         return
     _warn_shared_hosts(servers, redirected, findings)
-    vhosts = [v for v in route_config.virtual_hosts if not v.name.startswith(f"{BLACKHOLE}:")]
-    for vhost in vhosts:
-        if redirected.keys() & set(vhost.domains):
-            vhost.require_tls = rc.VirtualHost.ALL
-    served = {domain for vhost in vhosts for domain in vhost.domains}
-    for host in sorted(redirected.keys() - served):
-        vhosts.append(
-            rc.VirtualHost(
-                name=f"{host}:{port}",
-                domains=[host],
-                include_request_attempt_count=True,
-                require_tls=rc.VirtualHost.ALL,
-            )
-        )
-    del route_config.virtual_hosts[:]
-    route_config.virtual_hosts.extend(sorted(vhosts, key=lambda v: v.domains[0]))
+    vhosts = [replace(v, require_tls=True) if v.host in redirected else v for v in route_config.virtual_hosts]
+    served = {vhost.host for vhost in vhosts}
+    vhosts += [VirtualHostPlan(host, port, (), require_tls=True) for host in redirected.keys() - served]
+    route_config.virtual_hosts = sorted(vhosts, key=lambda v: v.host)
 
 
 def _warn_shared_hosts(

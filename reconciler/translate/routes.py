@@ -24,8 +24,10 @@ from reconciler.translate.route_action import apply_forward, direct_response_act
 from reconciler.translate.route_headers import header_ops
 from reconciler.translate.route_match import is_catch_all, match_applies, route_match
 from reconciler.translate.route_policies import cors_config, fault_config
+from reconciler.translate.snapshot import ROUTE, XdsResource, content_digest
 
 MAX_DIRECT_RESPONSE_BODY_BYTES = 1024 * 1024  # istiod's limit, the same one its webhook enforces
+BLACKHOLE = "blackhole"
 
 
 def route_config_name(port: int, bind: str) -> str:
@@ -43,19 +45,45 @@ class Proxy:
 HttpRoutes = Callable[[ResolvedConfig, ResolvedVirtualService, int, str, Proxy, bool], Sequence[rc.Route]]
 
 
-def build_route_config(
+@dataclass(frozen=True)
+class VirtualHostPlan:
+    """One virtual host of a route config, before encoding: its host and each VirtualService's routes in order.
+
+    The route tuples are what `HttpRoutes` returned; a cache hands back the very same tuples for an unchanged
+    VirtualService, so a plan can be a cache key for the virtual host's bytes (pipeline_cache).
+    """
+
+    host: str
+    port: int
+    routes: tuple[Sequence[rc.Route], ...]
+    require_tls: bool = False  # a plain-text server's `tls.httpsRedirect` (listener_redirect.py)
+
+
+@dataclass
+class RouteConfigPlan:
+    """A route configuration as virtual host plans; no plan at all answers 404 (a `blackhole` host)."""
+
+    name: str
+    port: int
+    virtual_hosts: list[VirtualHostPlan]
+
+
+VirtualHostEncoder = Callable[[VirtualHostPlan], bytes]
+
+
+def plan_route_config(
     config: ResolvedConfig,
     name: str,
     port: int,
     servers: Iterable[BoundServer],
     http_routes: HttpRoutes | None = None,
-) -> route_pb2.RouteConfiguration:
-    """The route configuration `name` for the servers of one port.
+) -> RouteConfigPlan:
+    """The route configuration `name` for the servers of one port, as a plan (see `encode_route_config`).
 
     `http_routes` replaces `vs_routes`, e.g. by a cache keyed on the VirtualService and its inputs.
     """
     routes_of = http_routes or vs_routes
-    vhosts: dict[str, rc.VirtualHost] = {}
+    vhosts: dict[str, list[Sequence[rc.Route]]] = {}
     built: set[tuple[str, str, str]] = set()  # (host, gateway, VS) already appended
     for bound in servers:
         proxy = _proxy_of(config, bound)
@@ -67,26 +95,52 @@ def build_route_config(
                     continue
                 built.add(key)
                 routes = routes_of(config, vs, port, bound.gateway.ref, proxy, is_tls)
-                if not routes:  # e.g. every match is for another port: istiod skips the VS, vhost and all
-                    continue
-                if host not in vhosts:
-                    vhosts[host] = rc.VirtualHost(
-                        name=f"{host}:{port}", domains=[host], include_request_attempt_count=True
-                    )
-                vhosts[host].routes.extend(routes)
-    for vhost in vhosts.values():
-        _catch_all_last(vhost)
-    virtual_hosts = [vhosts[h] for h in sorted(vhosts)]
-    if not virtual_hosts:
-        # No VirtualService routes here: answer 404 rather than leave a listener without routes.
-        virtual_hosts = [rc.VirtualHost(name=f"blackhole:{port}", domains=["*"])]
-    return route_pb2.RouteConfiguration(
-        name=name,
-        virtual_hosts=virtual_hosts,
+                if routes:  # none, e.g. when every match is for another port: istiod skips the VS, vhost and all
+                    vhosts.setdefault(host, []).append(routes)
+    return RouteConfigPlan(name, port, [VirtualHostPlan(h, port, tuple(vhosts[h])) for h in sorted(vhosts)])
+
+
+def encode_route_config(plan: RouteConfigPlan, encode_virtual_host: VirtualHostEncoder | None = None) -> XdsResource:
+    """The route configuration's serialized form, assembled from each virtual host's own serialization.
+
+    Protobuf writes fields in field-number order and a nested message as tag, length and its own bytes, so
+    `name` (field 1), then every virtual host (field 2), then the remaining fields is byte for byte the
+    deterministic serialization of the whole message — while an unchanged virtual host's bytes can come
+    from a cache instead of re-serializing megabytes (tests/unit/test_route_config_encoding.py).
+    """
+    encode = encode_virtual_host or encode_plain_virtual_host
+    if plan.virtual_hosts:
+        vhosts = [encode(vhost) for vhost in plan.virtual_hosts]
+    else:  # no VirtualService routes here: answer 404 rather than leave a listener without routes
+        vhosts = [rc.VirtualHost(name=f"{BLACKHOLE}:{plan.port}", domains=["*"]).SerializeToString()]
+    head = route_pb2.RouteConfiguration(name=plan.name).SerializeToString(deterministic=True)
+    tail = route_pb2.RouteConfiguration(
         validate_clusters=wrappers_pb2.BoolValue(value=False),
         ignore_port_in_host_matching=True,
         max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=MAX_DIRECT_RESPONSE_BODY_BYTES),
-    )
+    ).SerializeToString(deterministic=True)
+    body = b"".join([head, *(_VIRTUAL_HOSTS_TAG + _varint(len(v)) + v for v in vhosts), tail])
+    return XdsResource(ROUTE, plan.name, body, content_digest(body))
+
+
+def encode_plain_virtual_host(plan: VirtualHostPlan) -> bytes:
+    vhost = rc.VirtualHost(name=f"{plan.host}:{plan.port}", domains=[plan.host], include_request_attempt_count=True)
+    if plan.require_tls:
+        vhost.require_tls = rc.VirtualHost.ALL
+    vhost.routes.extend(_catch_all_last([route for routes in plan.routes for route in routes]))
+    return bytes(vhost.SerializeToString(deterministic=True))
+
+
+_VIRTUAL_HOSTS_TAG = bytes([2 << 3 | 2])  # RouteConfiguration.virtual_hosts: field 2, length-delimited
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def vs_routes(
@@ -154,16 +208,13 @@ def _tag_source(route: rc.Route, vs: ResolvedVirtualService) -> None:
     )
 
 
-def _catch_all_last(vhost: rc.VirtualHost) -> None:
+def _catch_all_last(routes: list[rc.Route]) -> list[rc.Route]:
     """istiod's SortVHostRoutes: catch-all routes move to the end, the others keep their order."""
-    routes = list(vhost.routes)
     catch_all = [is_catch_all(r.match) for r in routes]
-    if catch_all == sorted(catch_all):  # already last: skip copying every route of the host again
-        return
+    if catch_all == sorted(catch_all):  # already last
+        return routes
     ordered = [r for r, last in zip(routes, catch_all, strict=True) if not last]
-    ordered += [r for r, last in zip(routes, catch_all, strict=True) if last]
-    del vhost.routes[:]
-    vhost.routes.extend(ordered)
+    return ordered + [r for r, last in zip(routes, catch_all, strict=True) if last]
 
 
 def _proxy_of(config: ResolvedConfig, bound: BoundServer) -> Proxy:

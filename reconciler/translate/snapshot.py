@@ -100,8 +100,9 @@ class Snapshot:
     type_versions: Mapping[str, str] = field(compare=False)
 
     @classmethod
-    def build(cls, messages: Iterable[Message]) -> Snapshot:
-        return cls.of_resources(XdsResource.of(m) for m in messages)
+    def build(cls, items: Iterable[Message | XdsResource]) -> Snapshot:
+        """From messages, or resources already serialized (translation hands over cached bytes as they are)."""
+        return cls.of_resources(m if isinstance(m, XdsResource) else XdsResource.of(m) for m in items)
 
     @classmethod
     def of_resources(cls, items: Iterable[XdsResource]) -> Snapshot:

@@ -30,7 +30,7 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from reconciler.cli.localrun import LOOPBACK, free_port
+from reconciler.cli.localrun import LOOPBACK, free_port, free_ports
 from reconciler.diagnostics import Finding, Severity
 from reconciler.pipeline import Build, build
 from reconciler.translate import TranslateOptions
@@ -545,10 +545,11 @@ def test_no_gateway_config_envoy_rejects_gets_past_validation_and_preflight(
 ) -> None:
     templates = generated_servers()
     files = certificate_files(tmp_path)
-    ports = {i: free_port() for i in range(len(templates))}
+    base_port, *case_ports = free_ports(len(templates) + 1)  # a shared port would be a conflict of our making
+    ports = dict(enumerate(case_ports))
     documents = {i: gateway_case_documents(i, ports[i], t, files) for i, t in enumerate(templates)}
     with Preflight(PreflightOptions(files_are_local=True)) as preflight:
-        checker = Checker(harness, preflight, base_manifests(free_port()), "Gateway servers", ports)
+        checker = Checker(harness, preflight, base_manifests(base_port), "Gateway servers", ports)
         for start in range(0, len(documents), GATEWAY_BATCH):
             checker.check_batch({i: documents[i] for i in range(start, min(start + GATEWAY_BATCH, len(documents)))})
     tally = checker.tally
