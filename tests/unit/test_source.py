@@ -18,6 +18,7 @@ import pytest
 
 from reconciler.manifests.loader import MANIFEST_SUFFIXES as LOADER_SUFFIXES
 from reconciler.source import Commit, GitSource, SourceError, read_tree_at, redact_url, resolve_at
+from reconciler.source import git as git_module
 from reconciler.source.git import MANIFEST_SUFFIXES
 
 _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
@@ -328,6 +329,25 @@ def test_many_files_are_read_quickly(upstream: Upstream, tmp_path: Path) -> None
     got = source.read_manifests(sha)
     assert len(got) == 400
     assert got["d7/f387.yaml"] == b"n: 387\n"
+
+
+def test_read_files_reads_only_the_blobs_a_revision_changed(
+    upstream: Upstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = upstream.commit_and_push({f"d{i % 3}/f{i}.yaml": f"n: {i}\n" for i in range(30)})
+    source = source_for(upstream, tmp_path)
+    source.fetch()
+    assert len(source.read_files(first)) == 30
+    read: list[bytes] = []
+    original = git_module._read_blob
+    monkeypatch.setattr(git_module, "_read_blob", lambda blob: read.append(original(blob)) or read[-1])
+    second = upstream.commit_and_push({"d1/f4.yaml": "n: changed\n", "d2/f5.yaml": None, "new.yaml": "n: new\n"})
+    source.fetch()
+    files = source.read_files(second)
+    assert sorted(read) == [b"n: changed\n", b"n: new\n"]  # the unchanged 28 files came from memory
+    assert len(files) == 30 and files["d1/f4.yaml"] == b"n: changed\n" and "d2/f5.yaml" not in files
+    assert files["d0/f3.yaml"] == b"n: 3\n"
+    assert source.read_files(first)["d1/f4.yaml"] == b"n: 4\n"  # back to a revision read before: its blob
 
 
 # -- commit, resolve, changed_paths -----------------------------------------------------------------------
