@@ -3,16 +3,18 @@ beside its protobuf floor (bench/floor.py) measured in the same run."""
 
 from __future__ import annotations
 
+import asyncio
 import cProfile
 import gc
 import pstats
+import statistics
 import sysconfig
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from unittest import mock
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -32,6 +34,7 @@ from reconciler.validation.preflight import Preflight
 from reconciler.validation.secrets import scan_for_secrets
 from tests.support import GitRemote
 
+T = TypeVar("T")
 STAGES = ("load_manifests", "resolve", "validate", "translate_fleet")
 
 
@@ -128,10 +131,10 @@ def _compare(result: Build, fleets: Sequence[str], floor_bodies: list[list[bytes
 def one_change(repo: SyntheticRepo, applied: Build, workdir: Path, repeats: int) -> dict[str, Any]:
     """A commit that edits one VirtualService: the daemon's path from the new SHA to response bytes.
 
-    Today that path is `git ls-remote` + fetch + read the whole tree + a full build + the daemon's gate (the
-    secret scan and the Envoy preflight of every fleet snapshot that changed, as `Daemon._gate` runs them) +
-    finding what changed + the DiscoveryResponse bodies of the changed types (what the ADS server then sends
-    to every node).
+    That path is `git ls-remote` + fetch + read the tree (changed blobs only) + a build with the daemon's
+    BuildCache + the daemon's gate (the secret scan and the Envoy preflight of every fleet snapshot that
+    changed, as `Daemon._gate` runs them) + finding what changed + the DiscoveryResponse bodies of the
+    changed types (what the ADS server then sends to every node).
     The floor is the protobuf work the change needs: rebuilding the route configurations that hold the
     VirtualService (SotW RDS resends them whole), and — the floor of VHDS or per-host splitting — its one
     virtual host.
@@ -147,7 +150,7 @@ def one_change(repo: SyntheticRepo, applied: Build, workdir: Path, repeats: int)
     preflight = Preflight()
     preflight.check(applied)  # the daemon preflighted the applied revision already: those verdicts are cached
     cache = BuildCache()  # the daemon's cache, which holds the applied revision's work (reconciler/daemon/app.py)
-    build(source.read_manifests(source.remote_head()), cache=cache)
+    build(source.read_files(source.remote_head()), cache=cache)  # and the source its blobs
     for attempt in range(repeats):
         repo, changed = change_destination(repo, single_gateway_vs(repo, attempt).index)
         write_tree(remote.work, {changed.path: repo.files()[changed.path]})
@@ -155,7 +158,7 @@ def one_change(repo: SyntheticRepo, applied: Build, workdir: Path, repeats: int)
         gc.collect()
         t_ls, head = timed(source.remote_head)
         t_fetch, _ = timed(source.fetch)
-        t_read, files = timed(source.read_manifests, head)
+        t_read, files = timed(source.read_files, head)
         t_build, result = timed(partial(build, cache=cache), files)
         t_gate, findings = timed(_gate, preflight, files, result)
         if findings:
@@ -170,6 +173,8 @@ def one_change(repo: SyntheticRepo, applied: Build, workdir: Path, repeats: int)
         rds_floor.append(t_rds)
         vhost_floor.append(t_vhost)
         applied = result
+    repo, changed = change_destination(repo, single_gateway_vs(repo, repeats).index)
+    lags = loop_lag_during(partial(build, cache=cache), repo.files())
     preflight.close()
     return {
         "virtual_services": len(repo.virtual_services),
@@ -180,6 +185,30 @@ def one_change(repo: SyntheticRepo, applied: Build, workdir: Path, repeats: int)
         "floor_vhost_s": summary(vhost_floor),
         "ratio_over_rds_floor": sig(min(totals) / min(rds_floor)),
         "ratio_over_vhost_floor": sig(min(totals) / min(vhost_floor)),
+        "event_loop_lag_during_build_ms": lags,
+    }
+
+
+def loop_lag_during(fn: Callable[[T], Any], arg: T) -> dict[str, float]:
+    """How late an asyncio loop's 1 ms timer fires while `fn(arg)` runs in a worker thread, as the daemon's
+    build does beside the loop that serves ADS and the API: the GIL cost of building in a thread."""
+
+    async def sample() -> list[float]:
+        work = asyncio.ensure_future(asyncio.to_thread(fn, arg))
+        lags = []
+        while not work.done():
+            start = time.perf_counter()
+            await asyncio.sleep(0.001)
+            lags.append(1000 * (time.perf_counter() - start - 0.001))
+        await work
+        return sorted(lags)
+
+    lags = asyncio.run(sample())
+    return {
+        "ticks": len(lags),
+        "median": sig(statistics.median(lags)),
+        "p99": sig(lags[min(len(lags) - 1, round(0.99 * (len(lags) - 1)))]),
+        "max": sig(lags[-1]),
     }
 
 

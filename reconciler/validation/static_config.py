@@ -3,7 +3,8 @@
 Envoy validates a static bootstrap with the same code that accepts or rejects xDS, so the snapshot is
 rendered as-is with its dynamic references made static:
 
-* RDS: each HTTP connection manager gets its RouteConfiguration inline (`route_config`);
+* RDS: each HTTP connection manager gets its RouteConfiguration inline (`route_config`), an empty one if the
+  snapshot does not have it;
 * EDS: clusters become STATIC with their ClusterLoadAssignment inline (`load_assignment`);
 * SDS: Secrets become `static_resources.secrets`; a Secret the snapshot only names (its material lives on
   the daemon's host) is stood in for by a throw-away certificate;
@@ -115,7 +116,9 @@ def _inline_routes(
     for node in _walk(listener):
         if node.get("@type") == HCM_TYPE and "rds" in node:
             name = node.pop("rds")["route_config_name"]
-            config = routes.get(name, {"name": name})
+            # Over RDS a route to an unknown cluster is no error unless the route config says so; inline, the
+            # default flips to an error. Keep the RDS meaning: a partial snapshot carries only some clusters.
+            config = {"validate_clusters": False, **routes.get(name, {"name": name})}
             node["route_config"] = route_filter(name, config) if route_filter else config
 
 

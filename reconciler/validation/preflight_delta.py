@@ -1,0 +1,119 @@
+"""The part of a fleet's new snapshot Envoy must validate, given a snapshot of that fleet it accepted (pure).
+
+If Envoy accepted snapshot A, it accepts snapshot B once it accepts what B changed, each piece together with
+everything Envoy checks it against:
+
+* a changed or added cluster, or one whose endpoints changed: the cluster with its endpoints;
+* a changed RouteConfiguration: its own fields, its changed and added virtual hosts, and a stub (name and
+  domains, no routes) of each unchanged one, since Envoy checks domains across the virtual hosts of a route
+  config (unique case-insensitively, a single `*`). Changed route-config fields are checked against every
+  route (e.g. `max_direct_response_body_size_bytes`, `cluster_specifier_plugins`), so they count as a change
+  of the whole route config. It is inlined into the listeners that name it;
+* a changed or added listener: every listener, since listeners conflict with each other (two on one
+  address), the changed ones with their whole route configs (the connection manager is the context every
+  route is checked in), the others with the part above, or an empty route config when theirs is unchanged;
+* a changed secret, with the listeners and clusters that name it.
+
+Whatever a listener or cluster in the check names (clusters, endpoints, secrets) comes with it, so the check
+never fails for want of an unchanged resource. Removals need no check: a route to a removed cluster is no
+error over RDS (`validate_clusters` is false), and nothing else can name a removed resource unchanged.
+"Names" is a byte search for the name in the serialized resource; a hit inside a longer name only adds a
+resource to the check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+
+from reconciler.translate.snapshot import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    PUSH_ORDER,
+    ROUTE,
+    SECRET,
+    Snapshot,
+    XdsResource,
+    content_digest,
+)
+from reconciler.validation.protowire import fields, length_delimited, payload
+
+VIRTUAL_HOSTS = route_pb2.RouteConfiguration.DESCRIPTOR.fields_by_name["virtual_hosts"].number
+STUB_FIELDS = frozenset(
+    route_components_pb2.VirtualHost.DESCRIPTOR.fields_by_name[name].number for name in ("name", "domains")
+)
+
+
+def partial_snapshot(accepted: Snapshot, new: Snapshot) -> Snapshot:
+    """What of `new` Envoy must accept for all of it to be accepted, given that it accepted `accepted`;
+    empty when nothing Envoy could reject changed."""
+    changed = {t: _changed(accepted.of_type(t), new.of_type(t)) for t in PUSH_ORDER}
+    listeners, routes, clusters = new.of_type(LISTENER), new.of_type(ROUTE), new.of_type(CLUSTER)
+    whole_routes = _named_by(routes, [listeners[name] for name in changed[LISTENER]])
+    route_candidates = changed[ROUTE] | whole_routes
+    if changed[LISTENER]:
+        chosen_listeners = [listeners[name] for name in listeners]
+    else:
+        chosen_listeners = [listeners[name] for name in _naming(listeners, route_candidates | changed[SECRET])]
+    chosen_clusters = [
+        clusters[name]
+        for name in changed[CLUSTER]
+        | _naming(clusters, changed[ENDPOINT] | changed[SECRET])
+        | _named_by(clusters, chosen_listeners)
+    ]
+    endpoints, secrets = new.of_type(ENDPOINT), new.of_type(SECRET)
+    chosen_secrets = changed[SECRET] | _named_by(secrets, [*chosen_listeners, *chosen_clusters])
+    old_routes = accepted.of_type(ROUTE)
+    return Snapshot.of_resources(
+        [
+            *chosen_listeners,
+            *chosen_clusters,
+            *(endpoints[name] for name in _named_by(endpoints, chosen_clusters)),
+            *(secrets[name] for name in chosen_secrets),
+            *(
+                routes[name] if name in whole_routes else changed_virtual_hosts(old_routes.get(name), routes[name])
+                for name in route_candidates & _named_by(routes, chosen_listeners)
+            ),
+        ]
+    )
+
+
+def changed_virtual_hosts(old: XdsResource | None, new: XdsResource) -> XdsResource:
+    """`new` with each virtual host that `old` has byte for byte cut down to a stub (its name and domains);
+    all of `new` if it is new or its own fields (all but the virtual hosts) changed."""
+    if old is None:
+        return new
+    old_fields, new_fields = fields(old.body), fields(new.body)
+    if _own_fields(old_fields) != _own_fields(new_fields):
+        return new
+    unchanged = {entry for number, entry in old_fields if number == VIRTUAL_HOSTS}
+    body = b"".join(
+        _stub(entry) if number == VIRTUAL_HOSTS and entry in unchanged else entry for number, entry in new_fields
+    )
+    return XdsResource(new.type_url, new.name, body, content_digest(body))
+
+
+def _stub(virtual_host_entry: bytes) -> bytes:
+    kept = (entry for number, entry in fields(payload(virtual_host_entry)) if number in STUB_FIELDS)
+    return length_delimited(VIRTUAL_HOSTS, b"".join(kept))
+
+
+def _own_fields(route_config_fields: list[tuple[int, bytes]]) -> bytes:
+    return b"".join(entry for number, entry in route_config_fields if number != VIRTUAL_HOSTS)
+
+
+def _changed(old: Mapping[str, XdsResource], new: Mapping[str, XdsResource]) -> set[str]:
+    return {name for name, resource in new.items() if name not in old or old[name].digest != resource.digest}
+
+
+def _naming(resources: Mapping[str, XdsResource], names: Collection[str]) -> set[str]:
+    """The resources that name any of `names`."""
+    wanted = [name.encode() for name in names]
+    return {key for key, resource in resources.items() if any(name in resource.body for name in wanted)}
+
+
+def _named_by(resources: Mapping[str, XdsResource], namers: Collection[XdsResource]) -> set[str]:
+    """The resources that any of `namers` names."""
+    return {key for key in resources if any(key.encode() in namer.body for namer in namers)}

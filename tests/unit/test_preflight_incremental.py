@@ -1,0 +1,249 @@
+"""Incremental preflight with the real Envoy: after an accepted snapshot, Envoy sees only what changed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from envoy.config.core.v3 import address_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
+from reconciler.pipeline import Build, build
+from reconciler.translate.snapshot import Snapshot, XdsResource
+from reconciler.validation.preflight import Preflight
+from reconciler.validation.preflight_delta import changed_virtual_hosts
+from reconciler.validation.protowire import fields
+from reconciler.validation.static_config import HCM_TYPE
+from tests.unit.manifest_helpers import FLEET, SERVICE, TO_APP, documents, gateway, http_server, virtual_service
+
+SPARE_SERVICE = SERVICE.replace("name: app", "name: spare").replace("app.internal", "spare.internal")
+GATEWAY = gateway(http_server(8080), http_server(8081).replace("name: http", "name: http-2"))
+
+
+def vs_with_header(name: str, value: str) -> str:
+    """VirtualService `name` (host <name>.example.com): rule `headers` sets x-a to `value`, then a catch-all."""
+    headers = f'headers: {{request: {{set: {{x-a: "{value}"}}}}}}'
+    rule = f"{{name: headers, match: [{{uri: {{prefix: /h}}}}], {headers}, {TO_APP}}}"
+    return virtual_service(name, f"{name}.example.com", rule, f"{{name: plain, {TO_APP}}}")
+
+
+def built(*docs: str, gateway_doc: str = GATEWAY, service: str = SERVICE) -> Build:
+    result = build({"gateway.yaml": documents(FLEET, gateway_doc, service, *docs).encode()})
+    assert result.ok, [str(f) for f in result.findings]
+    return result
+
+
+BASE = (vs_with_header("a", "one"), vs_with_header("b", "one"))
+
+
+class RecordingPreflight(Preflight):
+    """Keeps every bootstrap it hands to Envoy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bootstraps: list[dict[str, Any]] = []
+
+    def run_envoy(self, bootstrap: Any) -> str | None:
+        self.bootstraps.append(bootstrap)
+        return super().run_envoy(bootstrap)
+
+    def accept(self, result: Build | Snapshot) -> None:
+        """Check `result` (it must pass) and forget the bootstraps of that check."""
+        if isinstance(result, Snapshot):
+            assert self.failures("edge", result) == ()
+        else:
+            assert self.check(result) == []
+        self.bootstraps.clear()
+
+
+def listener_names(bootstrap: dict[str, Any]) -> list[str]:
+    return sorted(listener["name"] for listener in bootstrap["static_resources"]["listeners"])
+
+
+def cluster_names(bootstrap: dict[str, Any]) -> list[str]:
+    return sorted(cluster["name"] for cluster in bootstrap["static_resources"]["clusters"])
+
+
+def inline_route_configs(bootstrap: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    def walk(value: Any) -> Iterator[dict[str, Any]]:
+        if isinstance(value, dict):
+            yield value
+            for item in value.values():
+                yield from walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from walk(item)
+
+    found = (node["route_config"] for node in walk(bootstrap) if node.get("@type") == HCM_TYPE)
+    return {config["name"]: config for config in found}
+
+
+def routed_hosts(bootstrap: dict[str, Any]) -> dict[str, list[str]]:
+    """Route config name → the domains of its virtual hosts that carry routes (the rest are stubs)."""
+    return {
+        name: [
+            domain for vhost in config.get("virtual_hosts", []) if vhost.get("routes") for domain in vhost["domains"]
+        ]
+        for name, config in inline_route_configs(bootstrap).items()
+    }
+
+
+def test_without_a_baseline_the_whole_snapshot_is_checked() -> None:
+    with RecordingPreflight() as checker:
+        assert checker.check(built(*BASE)) == []
+    (whole,) = checker.bootstraps
+    assert listener_names(whole) == ["0.0.0.0_8080", "0.0.0.0_8081"]
+    assert cluster_names(whole) == ["outbound|80||app.internal"]
+    assert routed_hosts(whole) == {name: ["a.example.com", "b.example.com"] for name in ("http.8080", "http.8081")}
+
+
+def test_a_valid_change_is_checked_alone() -> None:
+    with RecordingPreflight() as checker:
+        checker.accept(built(*BASE))
+        assert checker.check(built(vs_with_header("a", "one"), vs_with_header("b", "two"))) == []
+    (only,) = checker.bootstraps
+    assert listener_names(only) == ["0.0.0.0_8080", "0.0.0.0_8081"]  # they carry the changed route configs
+    assert cluster_names(only) == []
+    assert routed_hosts(only) == {name: ["b.example.com"] for name in ("http.8080", "http.8081")}
+    stubs = [vhost for vhost in inline_route_configs(only)["http.8080"]["virtual_hosts"] if "routes" not in vhost]
+    assert stubs == [{"name": "a.example.com:8080", "domains": ["a.example.com"]}]
+
+
+def test_a_broken_route_is_traced_to_its_rule_and_the_fix_is_checked_alone() -> None:
+    broken = built(vs_with_header("a", "one"), vs_with_header("b", "%NOT_A_FIELD%"))
+    with RecordingPreflight() as checker:
+        checker.accept(built(*BASE))
+        findings = checker.check(broken)
+        assert all(set(routed_hosts(b).get("http.8080", [])) <= {"b.example.com"} for b in checker.bootstraps)
+        checker.bootstraps.clear()
+        # The rejection left the accepted baseline in place: the fix is checked against it, not as a whole.
+        assert checker.check(built(vs_with_header("a", "one"), vs_with_header("b", "fixed"))) == []
+    vs = next(r for r in broken.manifests.of_kind("VirtualService") if r.name == "b")
+    assert len(findings) == 2  # the rule is served on both ports
+    for finding in findings:
+        assert finding.code == "envoy-rejected" and "NOT_A_FIELD" in finding.message
+        assert finding.location == vs.locate("spec", "http", 0)
+    (fix,) = checker.bootstraps
+    assert routed_hosts(fix) == {name: ["b.example.com"] for name in ("http.8080", "http.8081")}
+
+
+POOL_RULE = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: app}
+spec:
+  host: app.internal
+  trafficPolicy: {connectionPool: {tcp: {maxConnections: 7}}}
+"""
+
+
+@pytest.mark.parametrize(
+    "service",
+    [
+        pytest.param(documents(SERVICE.replace("10.0.0.1", "10.0.0.2"), SPARE_SERVICE), id="endpoints"),
+        pytest.param(documents(SERVICE, SPARE_SERVICE, POOL_RULE), id="cluster"),
+    ],
+)
+def test_a_cluster_change_checks_that_cluster_alone(service: str) -> None:
+    with RecordingPreflight() as checker:
+        checker.accept(built(*BASE, service=documents(SERVICE, SPARE_SERVICE)))
+        assert checker.check(built(*BASE, service=service)) == []
+    (only,) = checker.bootstraps
+    assert (listener_names(only), cluster_names(only)) == ([], ["outbound|80||app.internal"])
+    (cluster,) = only["static_resources"]["clusters"]
+    assert "10.0.0." in str(cluster["load_assignment"])  # with its endpoints
+
+
+def test_nothing_to_check_runs_no_envoy() -> None:
+    with RecordingPreflight() as checker:
+        checker.accept(built(*BASE, service=documents(SERVICE, SPARE_SERVICE)))
+        assert checker.check(built(*BASE)) == []  # only an unused cluster is gone
+    assert checker.bootstraps == []
+
+
+def test_a_listener_change_checks_every_listener() -> None:
+    third = gateway(http_server(8082, '["c.example.com"]'), name="gw3")
+    vs_on_third = virtual_service("c", "c.example.com", gateways="[gw3]")
+    with RecordingPreflight() as checker:
+        checker.accept(built(*BASE))
+        assert checker.check(built(*BASE, vs_on_third, gateway_doc=documents(GATEWAY, third))) == []
+    (only,) = checker.bootstraps
+    assert listener_names(only) == ["0.0.0.0_8080", "0.0.0.0_8081", "0.0.0.0_8082"]
+    assert routed_hosts(only) == {"http.8080": [], "http.8081": [], "http.8082": ["c.example.com"]}
+
+
+# Hand-built snapshots for what translation never produces but Envoy must still catch across the diff.
+
+
+def _listener(name: str, port: int, route_config: str) -> listener_pb2.Listener:
+    manager = hcm_pb2.HttpConnectionManager(stat_prefix=name)
+    manager.rds.route_config_name = route_config
+    manager.rds.config_source.ads.SetInParent()
+    manager.http_filters.add(name="envoy.filters.http.router").typed_config.Pack(router_pb2.Router())
+    listener = listener_pb2.Listener(
+        name=name,
+        address=address_pb2.Address(socket_address=address_pb2.SocketAddress(address="127.0.0.1", port_value=port)),
+    )
+    listener.filter_chains.add().filters.add(name="hcm").typed_config.Pack(manager)
+    return listener
+
+
+def _route_config(*domains: str) -> route_pb2.RouteConfiguration:
+    hosts = [
+        route_components_pb2.VirtualHost(
+            name=f"vh-{i}",
+            domains=[domain],
+            routes=[route_components_pb2.Route(match={"prefix": "/"}, direct_response={"status": 200})],
+        )
+        for i, domain in enumerate(domains)
+    ]
+    return route_pb2.RouteConfiguration(name="rc", virtual_hosts=hosts)
+
+
+def test_changed_route_config_fields_keep_the_whole_route_config() -> None:
+    old = XdsResource.of(_route_config("a.com", "b.com"))
+    changed_host = _route_config("a.com", "c.com")
+    (stub, kept) = route_pb2.RouteConfiguration.FromString(
+        changed_virtual_hosts(old, XdsResource.of(changed_host)).body
+    ).virtual_hosts
+    assert stub == route_components_pb2.VirtualHost(name="vh-0", domains=["a.com"])
+    assert kept == changed_host.virtual_hosts[1]
+    changed_host.max_direct_response_body_size_bytes.value = 10
+    assert changed_virtual_hosts(old, XdsResource.of(changed_host)) == XdsResource.of(changed_host)
+
+
+def test_malformed_wire_data_is_an_error_not_a_wrong_answer() -> None:
+    with pytest.raises(ValueError, match="past the end"):
+        fields(b"\x0a\x05ab")  # field 1 announces 5 bytes, has 2
+    with pytest.raises(ValueError, match="truncated varint"):
+        fields(b"\x08\x80")
+
+
+def test_a_domain_clash_with_an_unchanged_virtual_host_is_caught() -> None:
+    listener = _listener("main", 1, "rc")
+    with RecordingPreflight() as checker:
+        checker.accept(Snapshot.build([listener, _route_config("a.com", "b.com")]))
+        (failure,) = checker.failures("edge", Snapshot.build([listener, _route_config("a.com", "A.COM")]))
+    assert (failure.kind, failure.name) == ("listener", "main")
+    assert "Duplicate entry of domain a.com" in failure.message
+
+
+def test_a_new_listener_clashing_with_an_unchanged_one_is_caught() -> None:
+    first, config = _listener("first", 1, "rc"), _route_config("a.com")
+    with RecordingPreflight() as checker:
+        checker.accept(Snapshot.build([first, config]))
+        failures = checker.failures("edge", Snapshot.build([first, _listener("second", 1, "rc"), config]))
+    (failure,) = failures  # each listener alone is fine: the fleet as a whole is rejected
+    assert failure.kind == "fleet" and "duplicate address" in failure.message
+    assert listener_names(checker.bootstraps[0]) == ["first", "second"]
+
+
+def test_a_route_to_a_cluster_outside_the_check_is_no_error_as_over_rds() -> None:
+    config = route_pb2.RouteConfiguration(name="rc")  # validate_clusters unset: over RDS it means false
+    config.virtual_hosts.add(name="vh", domains=["a.com"]).routes.add(match={"prefix": "/"}, route={"cluster": "x"})
+    with RecordingPreflight() as checker:
+        assert checker.failures("edge", Snapshot.build([_listener("main", 1, "rc"), config])) == ()
