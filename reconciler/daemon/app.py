@@ -159,6 +159,8 @@ class Daemon:
             fleet = self._fleet_from_record(record)
             self.fleets[record.name] = fleet
             self.ads.set_fleet_snapshot(record.name, fleet.last_good)
+            if self.preflight is not None and fleet.last_good.count():
+                self.preflight.accepted_before(record.name, fleet.last_good)
             log.info("daemon.restored", fleet=record.name, revision=record.last_good_revision[:12],
                      version=fleet.last_good.version)  # fmt: skip
         for inflight in self.store.interrupted_rollouts():

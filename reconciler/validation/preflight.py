@@ -128,6 +128,12 @@ class Preflight:
                 self._accepted[baseline_key] = snapshot
         return found
 
+    def accepted_before(self, fleet: str, snapshot: Snapshot) -> None:
+        """`snapshot` of `fleet` was accepted earlier (the daemon's last good, every node ACKed it): the baseline
+        of the fleet's next check, so a restarted daemon does not pay a whole check per fleet."""
+        with self._lock:
+            self._accepted.setdefault((fleet, self.options.files_are_local), snapshot)
+
     def _check(self, fleet: str, snapshot: Snapshot, accepted: Snapshot | None) -> list[Failure]:
         """The whole snapshot without a baseline, else only what changed since the accepted one. A rejected
         snapshot leaves the baseline as it was: it is still one Envoy accepted, and the next revision (the fix)

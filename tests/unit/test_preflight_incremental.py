@@ -113,6 +113,15 @@ def test_a_valid_change_is_checked_alone() -> None:
     assert stubs == [{"name": "a.example.com:8080", "domains": ["a.example.com"]}]
 
 
+def test_a_restored_last_good_snapshot_is_the_baseline() -> None:
+    """The daemon hands over each fleet's last good snapshot after a restart: no whole check follows."""
+    with RecordingPreflight() as checker:
+        checker.accepted_before("edge", built(*BASE).snapshots["edge"])
+        assert checker.check(built(vs_with_header("a", "one"), vs_with_header("b", "two"))) == []
+    (only,) = checker.bootstraps
+    assert routed_hosts(only) == {name: ["b.example.com"] for name in ("http.8080", "http.8081")}
+
+
 def test_a_broken_route_is_traced_to_its_rule_and_the_fix_is_checked_alone() -> None:
     broken = built(vs_with_header("a", "one"), vs_with_header("b", "%NOT_A_FIELD%"))
     with RecordingPreflight() as checker:
