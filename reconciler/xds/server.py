@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2, json_format
 
-from reconciler.translate.snapshot import LISTENER, PUSH_ORDER, WILDCARD_TYPES, Snapshot
+from reconciler.translate.snapshot import LISTENER, PUSH_ORDER, ROUTE, WILDCARD_TYPES, Snapshot, XdsResource
 from reconciler.xds.streams import NodeStream, TypeState
 
 log = structlog.get_logger("reconciler.xds")
@@ -76,7 +76,7 @@ class AdsServer:
         self._streams: dict[int, tuple[NodeStream, asyncio.Queue[Any]]] = {}
         self._ids = itertools.count(1)
         self._listeners: list[Listener] = []
-        self._bodies: OrderedDict[tuple[str, str, frozenset[str] | None, str], bytes] = OrderedDict()
+        self._bodies: OrderedDict[tuple[str, str, frozenset[str] | None, str, str], bytes] = OrderedDict()
         from reconciler.xds.delta import DeltaProtocol  # it builds on this module, so it is imported late
 
         self._delta = DeltaProtocol(self, identifier)
@@ -246,7 +246,7 @@ class AdsServer:
             if request.HasField("error_detail"):
                 self.record_nack(stream, type_url, state, request.error_detail.message)
             else:
-                state.acked_version, state.error = state.sent_version, ""
+                state.acked_version, state.acked_resources, state.error = state.sent_version, state.sent_resources, ""
                 stream.refresh_synced()
                 self.emit(
                     XdsEvent(
@@ -269,7 +269,7 @@ class AdsServer:
         return []
 
     def record_nack(self, stream: NodeStream, type_url: str, state: TypeState, error: str) -> None:
-        state.nacked_version, state.error = state.sent_version, error
+        state.nacked_version, state.acked_resources, state.error = state.sent_version, None, error
         log.warning(
             "xds.nack",
             fleet=stream.fleet,
@@ -311,24 +311,29 @@ class AdsServer:
 
     def _response(self, stream: NodeStream, type_url: str, state: TypeState) -> Response:
         version = stream.snapshot.type_versions[type_url]
-        body = self._body(stream, type_url, state.names)
+        resources = stream.snapshot.of_type(type_url)
+        base = _delta_base(type_url, state, resources)
+        body = self._body(stream, type_url, state.names, base)
         state.sent_version, state.nonce = version, stream.next_nonce()
+        state.sent_resources = (state.names, resources)
         # Protobuf messages concatenate: the shared body plus this stream's nonce is one DiscoveryResponse.
         nonce: bytes = discovery_pb2.DiscoveryResponse(nonce=state.nonce).SerializeToString()
         return body, nonce
 
-    def _body(self, stream: NodeStream, type_url: str, names: frozenset[str] | None) -> bytes:
+    def _body(self, stream: NodeStream, type_url: str, names: frozenset[str] | None, base: Base) -> bytes:
         snapshot = stream.snapshot
         # A node may ask its default listeners to bind its own address (node.metadata.listen_address):
         # several fleet members on one host. Only listener bodies differ, once per distinct address.
         rebind = stream.listen_address if type_url == LISTENER else ""
-        key = (type_url, snapshot.type_versions[type_url], names, rebind)
+        key = (type_url, snapshot.type_versions[type_url], names, rebind, base[0] if base else "")
         body = self._bodies.get(key)
         if body is not None:
             self._bodies.move_to_end(key)
             return body
         resources = snapshot.of_type(type_url)
-        chosen = resources.values() if names is None else (resources[n] for n in sorted(names) if n in resources)
+        chosen = resources.values() if names is None else [resources[n] for n in sorted(names) if n in resources]
+        if base is not None:
+            chosen = [r for r in chosen if base[1].get(r.name, _GONE).digest != r.digest]
         response = discovery_pb2.DiscoveryResponse(
             version_info=key[1],
             type_url=type_url,
@@ -341,6 +346,30 @@ class AdsServer:
         if len(self._bodies) > _BODY_CACHE_ENTRIES:
             self._bodies.popitem(last=False)
         return body
+
+
+# The version a node ACKed and the resources it then held: a response may leave out what it holds already.
+Base = tuple[str, Mapping[str, XdsResource]] | None
+_GONE = XdsResource("", "", b"", "")
+
+
+def _delta_base(type_url: str, state: TypeState, resources: Mapping[str, XdsResource]) -> Base:
+    """What a SotW route response may leave out: route configurations the node ACKed and that did not change.
+
+    SotW lets a response for a by-name type carry only changed resources (absence is no removal; Envoy keeps
+    the others), so a one-host change re-sends one route configuration, not every one of the node (issue 6:
+    bench/route_split.py measured 2.2 s → 24 ms of Envoy work at 10k hosts in 100 configurations). Only RDS:
+    a changed cluster needs its endpoints re-sent even when they did not change, so EDS stays whole. The base
+    is used only while the node's subscription is what it ACKed, after no NACK, and when something is left
+    to send (a response must still deliver a new version for the node to ACK).
+    """
+    acked = state.acked_resources
+    if type_url != ROUTE or acked is None or acked[0] != state.names or state.names is None:
+        return None
+    held = acked[1]
+    if not any(held.get(name, _GONE).digest != resources[name].digest for name in state.names if name in resources):
+        return None
+    return state.acked_version, held
 
 
 def _join(response: Response) -> bytes:

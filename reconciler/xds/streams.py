@@ -6,17 +6,22 @@ All of it is touched only from the event loop, by the stream's own handler, so i
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from reconciler.translate.snapshot import PUSH_ORDER, Snapshot
+from reconciler.translate.snapshot import PUSH_ORDER, Snapshot, XdsResource
 
 
 class NodeState(StrEnum):
     SYNCED = "SYNCED"  # ACKed every type of its assigned snapshot
     STALE = "STALE"  # still applying, or has not asked for some type yet
     NACKED = "NACKED"  # rejected the last response of some type
+
+
+# What a response delivered: the subscribed names and the resources of the type they were picked from.
+Delivered = tuple[frozenset[str] | None, Mapping[str, XdsResource]]
 
 
 @dataclass
@@ -28,6 +33,8 @@ class TypeState:
     acked_version: str = ""
     nacked_version: str = ""
     error: str = ""
+    sent_resources: Delivered | None = None
+    acked_resources: Delivered | None = None  # what the node holds for sure; None after a NACK (Envoy may hold a mix)
 
 
 @dataclass

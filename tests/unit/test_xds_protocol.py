@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 import pytest
@@ -133,6 +134,52 @@ async def test_named_subscription_gets_only_named_resources(ads: tuple[AdsServer
     widened = await envoy.recv()  # a changed subscription is answered even with an unchanged version
     assert names_of(widened) == ["http.80", "http.81"]
     envoy.close()
+
+
+def two_route_configs(first: str, second: str) -> Snapshot:
+    return Snapshot.build(
+        [route_pb2.RouteConfiguration(name=name, virtual_hosts=[{"name": tag}]) for name, tag in
+         (("http.80", first), ("http.81", second))]
+    )  # fmt: skip
+
+
+async def test_route_responses_leave_out_what_the_node_acked(ads: tuple[AdsServer, grpc.aio.Channel]) -> None:
+    """SotW RDS may carry only changed route configurations; after a NACK or a new subscription, all again."""
+    server, channel = ads
+    both = ("http.80", "http.81")
+    server.set_fleet_snapshot("f", two_route_configs("a", "a"))
+    envoy = FakeEnvoy(channel)
+    envoy.send(ROUTE, both)
+    first = await envoy.recv()
+    assert names_of(first) == ["http.80", "http.81"]
+    await acked(server, envoy, first, both)
+    server.set_fleet_snapshot("f", two_route_configs("a", "b"))
+    changed = await envoy.recv()
+    assert names_of(changed) == ["http.81"] and changed.version_info != first.version_info
+    envoy.send(ROUTE, both, nonce=changed.nonce, version=first.version_info, error="bad route")
+    await until(lambda: server.nodes("f")[0].state() is NodeState.NACKED)
+    server.set_fleet_snapshot("f", two_route_configs("a", "c"))
+    after_nack = await envoy.recv()  # Envoy may hold part of a rejected response: everything again
+    assert names_of(after_nack) == ["http.80", "http.81"]
+    await acked(server, envoy, after_nack, both)
+    server.set_fleet_snapshot("f", two_route_configs("d", "c"))
+    assert names_of(await envoy.recv()) == ["http.80"]
+    envoy.close()
+
+
+async def acked(server: AdsServer, envoy: FakeEnvoy, response: discovery_pb2.DiscoveryResponse,
+                names: tuple[str, ...]) -> None:  # fmt: skip
+    """ACK `response` and wait until the server has taken the ACK."""
+    envoy.ack(response, names)
+    await until(lambda: server.nodes("f")[0].types[response.type_url].acked_version == response.version_info)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the server never got there")
 
 
 async def test_endpoints_resent_when_clusters_change() -> None:
