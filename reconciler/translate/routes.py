@@ -18,6 +18,7 @@ from google.protobuf import struct_pb2, wrappers_pb2
 
 from reconciler.config.model import BoundServer, ResolvedConfig, ResolvedVirtualService
 from reconciler.manifests.model import HTTPMatchRequest, HTTPRoute
+from reconciler.protowire import length_delimited
 from reconciler.translate.common import pack
 from reconciler.translate.http_filters import CORS_FILTER, FAULT_FILTER
 from reconciler.translate.route_action import apply_forward, direct_response_action, redirect_action
@@ -28,6 +29,7 @@ from reconciler.translate.snapshot import ROUTE, XdsResource, content_digest
 
 MAX_DIRECT_RESPONSE_BODY_BYTES = 1024 * 1024  # istiod's limit, the same one its webhook enforces
 BLACKHOLE = "blackhole"
+VIRTUAL_HOSTS = route_pb2.RouteConfiguration.DESCRIPTOR.fields_by_name["virtual_hosts"].number
 
 
 def route_config_name(port: int, bind: str) -> str:
@@ -119,7 +121,7 @@ def encode_route_config(plan: RouteConfigPlan, encode_virtual_host: VirtualHostE
         ignore_port_in_host_matching=True,
         max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=MAX_DIRECT_RESPONSE_BODY_BYTES),
     ).SerializeToString(deterministic=True)
-    body = b"".join([head, *(_VIRTUAL_HOSTS_TAG + _varint(len(v)) + v for v in vhosts), tail])
+    body = b"".join([head, *(length_delimited(VIRTUAL_HOSTS, vhost) for vhost in vhosts), tail])
     return XdsResource(ROUTE, plan.name, body, content_digest(body))
 
 
@@ -129,18 +131,6 @@ def encode_plain_virtual_host(plan: VirtualHostPlan) -> bytes:
         vhost.require_tls = rc.VirtualHost.ALL
     vhost.routes.extend(_catch_all_last([route for routes in plan.routes for route in routes]))
     return bytes(vhost.SerializeToString(deterministic=True))
-
-
-_VIRTUAL_HOSTS_TAG = bytes([2 << 3 | 2])  # RouteConfiguration.virtual_hosts: field 2, length-delimited
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def vs_routes(

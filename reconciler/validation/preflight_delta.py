@@ -25,8 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.config.route.v3 import route_components_pb2
 
+from reconciler.protowire import fields, length_delimited, payload
+from reconciler.translate.routes import VIRTUAL_HOSTS
 from reconciler.translate.snapshot import (
     CLUSTER,
     ENDPOINT,
@@ -38,9 +40,7 @@ from reconciler.translate.snapshot import (
     XdsResource,
     content_digest,
 )
-from reconciler.validation.protowire import fields, length_delimited, payload
 
-VIRTUAL_HOSTS = route_pb2.RouteConfiguration.DESCRIPTOR.fields_by_name["virtual_hosts"].number
 STUB_FIELDS = frozenset(
     route_components_pb2.VirtualHost.DESCRIPTOR.fields_by_name[name].number for name in ("name", "domains")
 )

@@ -13,10 +13,10 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from reconciler.pipeline import Build, build
+from reconciler.protowire import fields
 from reconciler.translate.snapshot import Snapshot, XdsResource
 from reconciler.validation.preflight import Preflight
 from reconciler.validation.preflight_delta import changed_virtual_hosts
-from reconciler.validation.protowire import fields
 from reconciler.validation.static_config import HCM_TYPE
 from tests.unit.manifest_helpers import FLEET, SERVICE, TO_APP, documents, gateway, http_server, virtual_service
 

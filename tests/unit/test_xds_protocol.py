@@ -8,13 +8,17 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import any_pb2
 
+from reconciler.protowire import length_delimited
 from reconciler.translate.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
 from reconciler.xds import AdsServer, NodeState, XdsEvent, start_grpc_server
+from reconciler.xds.server import response_body
 from tests.ads_client import ScriptedStream
 
 METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
@@ -180,6 +184,21 @@ async def until(condition: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the server never got there")
+
+
+@pytest.mark.parametrize("version", ["v1", ""])
+def test_response_bodies_are_protobufs_own_serialization(version: str) -> None:
+    bodies = [route_pb2.RouteConfiguration(name=f"r{i}", virtual_hosts=[{"name": "x" * 200 * i}]).SerializeToString()
+              for i in range(3)] + [b""]  # fmt: skip
+    control_plane = base_pb2.ControlPlane(identifier="gateway-reconciler")
+    expected = discovery_pb2.DiscoveryResponse(
+        version_info=version,
+        type_url=ROUTE,
+        resources=[any_pb2.Any(type_url=ROUTE, value=body) for body in bodies],
+        control_plane=control_plane,
+    ).SerializeToString(deterministic=True)
+    wrapped = length_delimited(6, control_plane.SerializeToString())
+    assert response_body(version, ROUTE, bodies, wrapped) == expected
 
 
 async def test_endpoints_resent_when_clusters_change() -> None:
