@@ -47,7 +47,7 @@ def build(
     findings = list(manifests.findings)
     config = resolve(manifests, resolve_virtual_service=cache.resolve_virtual_service if cache else None)
     findings.extend(config.findings)
-    findings.extend(validate(manifests, config, cache.check_resource if cache else None))
+    findings.extend(validate(manifests, config, cache.validation if cache else None))
     blocked = blocking_errors(findings, config)
     snapshots: dict[str, Snapshot] = {}
     for fleet in config.fleets:

@@ -12,8 +12,7 @@ dropped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Sequence
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 
@@ -22,54 +21,12 @@ from reconciler.config.resolve import resolve_one_virtual_service
 from reconciler.diagnostics import Finding
 from reconciler.manifests.loader import load_file
 from reconciler.manifests.model import Resource
+from reconciler.memo import Memo, Same
 from reconciler.translate.clusters import encode_service_clusters
 from reconciler.translate.memos import TranslateMemos
 from reconciler.translate.routes import Proxy, VirtualHostPlan, encode_plain_virtual_host, vs_routes
 from reconciler.translate.snapshot import XdsResource
-from reconciler.validation.rules import check_resource
-
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
-
-
-class Same:
-    """A dict key that is its object's identity. It holds the object, so the id cannot be reused meanwhile."""
-
-    __slots__ = ("obj",)
-
-    def __init__(self, obj: object) -> None:
-        self.obj = obj
-
-    def __hash__(self) -> int:
-        return id(self.obj)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Same) and other.obj is self.obj
-
-
-class Memo(Generic[K, V]):
-    """A table of results that forgets what the latest two builds did not ask for."""
-
-    def __init__(self) -> None:
-        self._current: dict[K, V] = {}
-        self._previous: dict[K, V] = {}
-
-    def get(self, key: K, compute: Callable[[], V]) -> V:
-        if key in self._current:
-            return self._current[key]
-        value = self._previous[key] if key in self._previous else compute()
-        self._current[key] = value
-        return value
-
-    def age(self) -> None:
-        self._previous, self._current = self._current, {}
-
-    def clear(self) -> None:
-        self._previous, self._current = {}, {}
-
-    def __len__(self) -> int:
-        return len(self._current.keys() | self._previous.keys())
-
+from reconciler.validation import ValidationMemo
 
 FileKey = tuple[str, bytes, bool]  # path, raw bytes, lenient
 RouteKey = tuple[Same, int, str, tuple[tuple[tuple[str, str], ...], str], bool]  # VS, port, gateway, proxy, TLS
@@ -86,7 +43,7 @@ class BuildCache:
     def __init__(self) -> None:
         self.files: Memo[FileKey, tuple[tuple[Resource, ...], tuple[Finding, ...]]] = Memo()
         self.virtual_services: Memo[tuple[Same, str], ResolvedVirtualService] = Memo()
-        self.resource_findings: Memo[Same, tuple[Finding, ...]] = Memo()
+        self.validation = ValidationMemo()  # validate ages it
         self.routes: Memo[RouteKey, tuple[rc.Route, ...]] = Memo()
         self.virtual_hosts: Memo[VirtualHostKey, bytes] = Memo()
         self.service_clusters: Memo[ServiceKey, tuple[XdsResource, ...]] = Memo()
@@ -96,8 +53,7 @@ class BuildCache:
         self._route_inputs: tuple[Same, ...] = ()
 
     def start_build(self) -> None:
-        for memo in (self.files, self.virtual_services, self.resource_findings, self.routes, self.virtual_hosts,
-                     self.service_clusters):  # fmt: skip
+        for memo in (self.files, self.virtual_services, self.routes, self.virtual_hosts, self.service_clusters):
             memo.age()
 
     def loaded(self, resources: Sequence[Resource]) -> None:
@@ -119,9 +75,6 @@ class BuildCache:
     def resolve_virtual_service(self, resource: Resource, domain_suffix: str) -> ResolvedVirtualService:
         key = (Same(resource), domain_suffix)
         return self.virtual_services.get(key, lambda: resolve_one_virtual_service(resource, domain_suffix))
-
-    def check_resource(self, resource: Resource) -> tuple[Finding, ...]:
-        return self.resource_findings.get(Same(resource), lambda: check_resource(resource))
 
     def http_routes(
         self, config: ResolvedConfig, vs: ResolvedVirtualService, port: int, gateway: str, proxy: Proxy, is_tls: bool

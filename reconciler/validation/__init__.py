@@ -8,26 +8,38 @@ effectful module here: pure modules must not import it.
 
 from __future__ import annotations
 
+from itertools import chain
+
 from reconciler.config.model import ResolvedConfig
 from reconciler.diagnostics import Finding
 from reconciler.manifests.loader import ManifestSet
 from reconciler.validation.analysis import analyze
 from reconciler.validation.certificates import FileProbe, check_certificate_files
-from reconciler.validation.references import check_references
-from reconciler.validation.route_checks import check_http_routes
-from reconciler.validation.rules import ResourceCheck, check_resources
+from reconciler.validation.index import RepoIndex
+from reconciler.validation.item_checks import ItemChecks
+from reconciler.validation.memo import ValidationMemo
+from reconciler.validation.references import check_gateway_fleets
 from reconciler.validation.secrets import scan_for_secrets
-from reconciler.validation.upstreams import check_upstreams
 
 
-def validate(manifests: ManifestSet, config: ResolvedConfig, check: ResourceCheck | None = None) -> list[Finding]:
-    """`check` replaces the per-document rules (`rules.check_resource`), e.g. by a cache keyed on the document."""
-    findings = check_resources(manifests.resources, check)
-    findings.extend(check_references(manifests, config))
-    findings.extend(analyze(manifests, config))
-    findings.extend(check_http_routes(config))
-    findings.extend(check_upstreams(manifests, config))
+def validate(manifests: ManifestSet, config: ResolvedConfig, memo: ValidationMemo | None = None) -> list[Finding]:
+    """`memo`, kept between builds, keeps what was found about every item that did not change, and every item
+    whose inputs did not: the result is the same without it, in the same order."""
+    checks = memo if memo is not None else ItemChecks()
+    checks.start_build()
+    documents = [checks.document(resource) for resource in manifests.resources]
+    findings = list(chain.from_iterable(document.findings for document in documents))
+    index = RepoIndex.of(documents, config)
+    checks.use_index(index)
+    per_vs = [checks.virtual_service(vs, index) for vs in config.virtual_services]
+    findings.extend(chain.from_iterable(vs.references for vs in per_vs))
+    findings.extend(check_gateway_fleets(index))
+    bindings = chain.from_iterable(vs.bindings for vs in per_vs)
+    findings.extend(analyze(config, bindings, chain.from_iterable(vs.delegates for vs in per_vs)))
+    findings.extend(chain.from_iterable(vs.routes for vs in per_vs))
+    findings.extend(chain.from_iterable(checks.service_entry(entry) for entry in index.service_entries))
+    findings.extend(chain.from_iterable(checks.destination_rule(rule, index) for rule in index.rule_documents))
     return findings
 
 
-__all__ = ["FileProbe", "check_certificate_files", "scan_for_secrets", "validate"]
+__all__ = ["FileProbe", "ValidationMemo", "check_certificate_files", "scan_for_secrets", "validate"]

@@ -9,23 +9,22 @@ builds (`config.listeners`), so validation reports exactly what translation woul
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from reconciler.config import hosts
 from reconciler.config.listeners import plan_listeners
 from reconciler.config.model import ResolvedConfig, ResolvedVirtualService
 from reconciler.config.resolve import MESH
 from reconciler.diagnostics import Finding, Location, Severity
-from reconciler.manifests.loader import ManifestSet
 from reconciler.manifests.model import HTTP_PROTOCOLS, GatewaySpec, Resource, VirtualServiceSpec
 from reconciler.validation.common import Path, finding_at
+from reconciler.validation.index import InputName, RepoIndex, delegate_input, gateway_input
 from reconciler.validation.match_analysis import is_catch_all
 
 
-def analyze(manifests: ManifestSet, config: ResolvedConfig) -> list[Finding]:
-    gateways = {f"{g.namespace}/{g.name}": g for g in manifests.of_kind("Gateway")}
-    findings = _virtual_service_bindings(config, gateways)
-    findings.extend(_delegates(config))
+def analyze(config: ResolvedConfig, bindings: Iterable[Finding], delegates: Iterable[Finding]) -> list[Finding]:
+    """`bindings` and `delegates`: what `check_bindings` and `check_delegates` found for each VirtualService."""
+    findings = [*bindings, *delegates]
     for fleet in config.fleets.values():
         if not fleet.gateways:
             findings.append(
@@ -43,26 +42,30 @@ def analyze(manifests: ManifestSet, config: ResolvedConfig) -> list[Finding]:
     return _unique(findings)
 
 
-def _virtual_service_bindings(config: ResolvedConfig, gateways: dict[str, Resource]) -> list[Finding]:
+def check_bindings(vs: ResolvedVirtualService, index: RepoIndex) -> list[Finding]:
+    """How one VirtualService fits the Gateways it binds to."""
     findings = []
-    for vs in config.virtual_services:
-        spec: VirtualServiceSpec = vs.resource.spec
-        if spec.hosts and vs.gateways == (MESH,):
-            findings.append(
-                finding_at(
-                    vs.resource,
-                    ("spec", "gateways") if spec.gateways else ("spec",),
-                    Severity.WARNING,
-                    "vs-without-gateway",
-                    "this VirtualService binds only to the mesh, which no fleet serves; list its Gateways in "
-                    "spec.gateways",
-                )
+    spec: VirtualServiceSpec = vs.resource.spec
+    if spec.hosts and vs.gateways == (MESH,):
+        findings.append(
+            finding_at(
+                vs.resource,
+                ("spec", "gateways") if spec.gateways else ("spec",),
+                Severity.WARNING,
+                "vs-without-gateway",
+                "this VirtualService binds only to the mesh, which no fleet serves; list its Gateways in spec.gateways",
             )
-        bound = [gateways[g] for g in vs.gateways if g in gateways]
-        for gateway in bound:
-            findings.extend(_hosts_outside_gateway(vs, gateway))
-        findings.extend(_unused_match_ports(vs, bound))
+        )
+    bound = [index.gateways[g] for g in vs.gateways if g in index.gateways]
+    for gateway in bound:
+        findings.extend(_hosts_outside_gateway(vs, gateway))
+    findings.extend(_unused_match_ports(vs, bound))
     return findings
+
+
+def bindings_read(vs: ResolvedVirtualService) -> Iterator[InputName]:
+    """What `check_bindings` looks up besides the VirtualService itself."""
+    return (gateway_input(g) for g in vs.gateways)
 
 
 def _hosts_outside_gateway(vs: ResolvedVirtualService, gateway: Resource) -> Iterator[Finding]:
@@ -113,22 +116,29 @@ def _unused_match_ports(vs: ResolvedVirtualService, gateways: list[Resource]) ->
                 )
 
 
-def _delegates(config: ResolvedConfig) -> Iterator[Finding]:
-    delegates = {vs.ref for vs in config.virtual_services if not vs.resource.spec.hosts}
-    for vs in config.virtual_services:
-        for i, rule in enumerate(vs.spec.http):
-            if rule.delegate is None:
-                continue
-            target = f"{rule.delegate.namespace or vs.namespace}/{rule.delegate.name}"
-            if target not in delegates:
-                yield finding_at(
-                    vs.resource,
-                    ("spec", "http", i, "delegate"),
-                    Severity.ERROR,
-                    "delegate-not-found",
-                    f"the delegate VirtualService {target} does not exist (a delegate is a VirtualService without "
-                    "hosts)",
-                )
+def check_delegates(vs: ResolvedVirtualService, index: RepoIndex) -> list[Finding]:
+    return [
+        finding_at(
+            vs.resource,
+            ("spec", "http", i, "delegate"),
+            Severity.ERROR,
+            "delegate-not-found",
+            f"the delegate VirtualService {target} does not exist (a delegate is a VirtualService without hosts)",
+        )
+        for i, target in _delegate_targets(vs)
+        if target not in index.delegates
+    ]
+
+
+def delegates_read(vs: ResolvedVirtualService) -> Iterator[InputName]:
+    """What `check_delegates` looks up besides the VirtualService itself."""
+    return (delegate_input(target) for _, target in _delegate_targets(vs))
+
+
+def _delegate_targets(vs: ResolvedVirtualService) -> Iterator[tuple[int, str]]:
+    for i, rule in enumerate(vs.spec.http):
+        if rule.delegate is not None:
+            yield i, f"{rule.delegate.namespace or vs.namespace}/{rule.delegate.name}"
 
 
 def _host_conflicts(config: ResolvedConfig) -> Iterator[Finding]:

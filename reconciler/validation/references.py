@@ -4,33 +4,43 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from reconciler.config.model import ResolvedConfig, ResolvedVirtualService
+from reconciler.config.model import ResolvedVirtualService
 from reconciler.config.resolve import MESH, gateway_applies
 from reconciler.diagnostics import Finding, Severity
-from reconciler.manifests.loader import ManifestSet
 from reconciler.manifests.model import Destination, GatewaySpec
 from reconciler.validation.common import Path, finding_at
+from reconciler.validation.index import InputName, RepoIndex, gateway_input, host_input
 
 
-def check_references(manifests: ManifestSet, config: ResolvedConfig) -> list[Finding]:
+def check_references(vs: ResolvedVirtualService, index: RepoIndex) -> list[Finding]:
+    """The Gateways and destinations one VirtualService names, each checked against the index."""
     findings: list[Finding] = []
-    gateways = {f"{g.namespace}/{g.name}": g for g in manifests.of_kind("Gateway")}
-    for vs in config.virtual_services:
-        for index, gateway in enumerate(vs.gateways):
-            if gateway != MESH and gateway not in gateways:
-                findings.append(
-                    _finding(
-                        vs,
-                        ("spec", "gateways", index),
-                        Severity.ERROR,
-                        "gateway-not-found",
-                        f"gateway {gateway!r} does not exist; define it or fix the name",
-                    )
+    for position, gateway in enumerate(vs.gateways):
+        if gateway != MESH and gateway not in index.gateways:
+            findings.append(
+                _finding(
+                    vs,
+                    ("spec", "gateways", position),
+                    Severity.ERROR,
+                    "gateway-not-found",
+                    f"gateway {gateway!r} does not exist; define it or fix the name",
                 )
-        for path, destination in _destinations(vs):
-            findings.extend(_check_destination(config, vs, destination, path))
-    fleet_specs = [f.spec for f in manifests.of_kind("Fleet")]
-    for ref, gateway_resource in sorted(gateways.items()):
+            )
+    for path, destination in _destinations(vs):
+        findings.extend(_check_destination(index, vs, destination, path))
+    return findings
+
+
+def references_read(vs: ResolvedVirtualService) -> Iterator[InputName]:
+    """What `check_references` looks up besides the VirtualService itself."""
+    yield from (gateway_input(g) for g in vs.gateways)
+    yield from (host_input(h) for h in dict.fromkeys(destination.host for _, destination in _destinations(vs)))
+
+
+def check_gateway_fleets(index: RepoIndex) -> list[Finding]:
+    findings: list[Finding] = []
+    fleet_specs = [f.spec for f in index.fleets]
+    for ref, gateway_resource in sorted(index.gateways.items()):
         spec: GatewaySpec = gateway_resource.spec
         if fleet_specs and not any(gateway_applies(spec, fleet) for fleet in fleet_specs):
             findings.append(
@@ -63,9 +73,9 @@ def _destinations(vs: ResolvedVirtualService) -> Iterator[tuple[Path, Destinatio
 
 
 def _check_destination(
-    config: ResolvedConfig, vs: ResolvedVirtualService, destination: Destination, path: Path
+    index: RepoIndex, vs: ResolvedVirtualService, destination: Destination, path: Path
 ) -> list[Finding]:
-    service = config.services.get(destination.host)
+    service = index.services.get(destination.host)
     if service is None:
         return [
             _finding(
@@ -99,7 +109,7 @@ def _check_destination(
             )
         )
     if destination.subset:
-        rule = config.destination_rules.get(destination.host)
+        rule = index.destination_rules.get(destination.host)
         if rule is None or destination.subset not in {s.name for s in rule.spec.subsets}:
             found.append(
                 _finding(

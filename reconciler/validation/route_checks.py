@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from reconciler.config.model import ResolvedConfig, ResolvedVirtualService
+from reconciler.config.model import ResolvedVirtualService
 from reconciler.config.resolve import MESH, resolve_gateway_name
 from reconciler.diagnostics import Finding, Severity
 from reconciler.manifests.model import HTTPFaultInjection, HTTPMatchRequest
@@ -17,17 +17,17 @@ from reconciler.validation.common import Path, finding_at
 Problem = tuple[Severity, str, str, Path]
 
 
-def check_http_routes(config: ResolvedConfig) -> list[Finding]:
+def check_http_routes(vs: ResolvedVirtualService) -> list[Finding]:
+    """Reads nothing but the VirtualService."""
     findings: list[Finding] = []
-    for vs in config.virtual_services:
-        for index, rule in enumerate(vs.spec.http):
-            problems = list(_fault_problems(rule.fault)) if rule.fault is not None else []
-            for j, match in enumerate(rule.match):
-                problems += [(s, c, m, ("match", j, *p)) for s, c, m, p in _match_problems(vs, match)]
-            findings += [
-                finding_at(vs.resource, ("spec", "http", index, *path), severity, code, message)
-                for severity, code, message, path in problems
-            ]
+    for index, rule in enumerate(vs.spec.http):
+        problems = list(_fault_problems(rule.fault)) if rule.fault is not None else []
+        for j, match in enumerate(rule.match):
+            problems += [(s, c, m, ("match", j, *p)) for s, c, m, p in _match_problems(vs, match)]
+        findings += [
+            finding_at(vs.resource, ("spec", "http", index, *path), severity, code, message)
+            for severity, code, message, path in problems
+        ]
     return findings
 
 

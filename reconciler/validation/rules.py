@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 
 from reconciler.diagnostics import Finding
 from reconciler.manifests.model import Resource
@@ -21,15 +21,6 @@ KIND_RULES: dict[str, Callable[[ResourceReport], None]] = {
 }
 # Istio requires a Gateway name to be one DNS label (no dots); other kinds take a Kubernetes name.
 LABEL_NAMED_KINDS = frozenset({"Gateway"})
-
-
-ResourceCheck = Callable[[Resource], Sequence[Finding]]
-
-
-def check_resources(resources: Iterable[Resource], check: ResourceCheck | None = None) -> list[Finding]:
-    """`check` replaces `check_resource`, e.g. by a cache keyed on the document."""
-    check = check or check_resource
-    return [finding for resource in resources for finding in check(resource)]
 
 
 def check_resource(resource: Resource) -> tuple[Finding, ...]:

@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from reconciler.config import hosts
-from reconciler.config.model import ResolvedConfig, Service
+from reconciler.config.model import Service
 from reconciler.diagnostics import Finding
-from reconciler.manifests.loader import ManifestSet
 from reconciler.manifests.model import (
     UNIX_PREFIX,
     ClientTLSSettings,
@@ -24,30 +23,19 @@ from reconciler.manifests.model import (
     TrafficPolicy,
 )
 from reconciler.validation.common import Path, ResourceReport
+from reconciler.validation.index import SERVICE_HOSTS, InputName, RepoIndex, host_input
 from reconciler.validation.services import IP_RESOLUTIONS
 
 MAX_RING_SIZE = 8_388_608  # Envoy's limit on ring_hash_lb_config.minimum_ring_size
 
 
-def check_upstreams(manifests: ManifestSet, config: ResolvedConfig) -> list[Finding]:
-    findings: list[Finding] = []
-    for entry in manifests.of_kind("ServiceEntry"):
-        report = ResourceReport(entry)
-        _check_service_entry(report)
-        findings.extend(report.findings)
-    first_policy: dict[str, Resource] = {}
-    for rule in sorted(manifests.of_kind("DestinationRule"), key=lambda r: (r.name, r.namespace)):
-        report = ResourceReport(rule)
-        _check_destination_rule(report, config, first_policy)
-        findings.extend(report.findings)
-    return findings
-
-
 # ------------------------------------------------------------------------------------------ ServiceEntry
 
 
-def _check_service_entry(report: ResourceReport) -> None:
-    spec: ServiceEntrySpec = report.resource.spec
+def check_service_entry(entry: Resource) -> list[Finding]:
+    """Reads nothing but the ServiceEntry."""
+    report = ResourceReport(entry)
+    spec: ServiceEntrySpec = entry.spec
     if spec.resolution == "DYNAMIC_DNS":
         report.error(
             ("spec", "resolution"),
@@ -77,25 +65,27 @@ def _check_service_entry(report: ResourceReport) -> None:
                 "unsupported-endpoint",
                 f"a unix socket cannot be resolved with {spec.resolution}; use resolution STATIC",
             )
+    return report.findings
 
 
 # ------------------------------------------------------------------------------------------ DestinationRule
 
 
-def _check_destination_rule(report: ResourceReport, config: ResolvedConfig, first_policy: dict[str, Resource]) -> None:
-    rule = report.resource
+def check_destination_rule(rule: Resource, index: RepoIndex) -> list[Finding]:
+    report = ResourceReport(rule)
     spec: DestinationRuleSpec = rule.spec
-    merged = next((r for r in config.destination_rules.values() if any(source is rule for source in r.sources)), None)
-    host = merged.host if merged else spec.host
-    service = config.services.get(host)
-    if service is None and not any(hosts.subset_of(h, host) for h in config.services):
+    merged = index.merged_rule(rule)
+    host = merged.host
+    service = index.services.get(host)
+    if not index.has_service_under(host):
         report.warning(
             ("spec", "host"),
             "destination-rule-host-not-found",
             f"no ServiceEntry declares {host!r}, so this rule applies to nothing",
         )
     if spec.traffic_policy is not None:
-        earlier = first_policy.setdefault(host, rule)
+        # Rules merge in the order resolve gives `sources`, so the first of them with a policy is the one used.
+        earlier = next(source for source in merged.sources if source.spec.traffic_policy is not None)
         if earlier is not rule:
             report.warning(
                 ("spec", "trafficPolicy"),
@@ -103,23 +93,28 @@ def _check_destination_rule(report: ResourceReport, config: ResolvedConfig, firs
                 f"{earlier.ref} already sets the trafficPolicy of {host}; when rules merge the first one wins "
                 "(Istio), so this one is ignored",
             )
-    if merged is not None:
-        for index, subset in enumerate(spec.subsets):
-            winner = next(s for s in merged.spec.subsets if s.name == subset.name)
-            if winner != subset:  # a same-named, different subset of an earlier rule
-                report.warning(
-                    ("spec", "subsets", index, "name"),
-                    "subset-ignored",
-                    f"subset {subset.name!r} of {host} is defined by another rule first; this one is ignored",
-                )
-            elif service is not None and _has_endpoints(service) and not service.selected_endpoints(subset.labels):
-                report.warning(
-                    ("spec", "subsets", index, "labels"),
-                    "subset-selects-no-endpoints",
-                    f"no endpoint of {host} has labels {subset.labels}; requests to subset {subset.name!r} get 503",
-                )
+    for position, subset in enumerate(spec.subsets):
+        winner = next(s for s in merged.spec.subsets if s.name == subset.name)
+        if winner != subset:  # a same-named, different subset of an earlier rule
+            report.warning(
+                ("spec", "subsets", position, "name"),
+                "subset-ignored",
+                f"subset {subset.name!r} of {host} is defined by another rule first; this one is ignored",
+            )
+        elif service is not None and _has_endpoints(service) and not service.selected_endpoints(subset.labels):
+            report.warning(
+                ("spec", "subsets", position, "labels"),
+                "subset-selects-no-endpoints",
+                f"no endpoint of {host} has labels {subset.labels}; requests to subset {subset.name!r} get 503",
+            )
     for path, policy in _policies(spec):
         _check_policy(report, path, policy, service)
+    return report.findings
+
+
+def destination_rule_read(host: str) -> tuple[InputName, ...]:
+    """What `check_destination_rule` looks up besides the rule, for a rule merged under `host`."""
+    return (host_input(host), SERVICE_HOSTS) if hosts.is_wildcard(host) else (host_input(host),)
 
 
 def _policies(spec: DestinationRuleSpec) -> Iterator[tuple[Path, TrafficPolicy | PortTrafficPolicy]]:
