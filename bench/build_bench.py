@@ -26,6 +26,7 @@ from bench.common import ROOT, sig, summary, timed, write_tree
 from bench.synthetic import SyntheticRepo, VirtualService, change_destination, single_gateway_vs
 from reconciler import pipeline
 from reconciler.diagnostics import Finding
+from reconciler.heap import retire_from_collection
 from reconciler.pipeline import Build, build
 from reconciler.pipeline_cache import BuildCache
 from reconciler.source import GitSource
@@ -151,6 +152,7 @@ def one_change(repo: SyntheticRepo, applied: Build, workdir: Path, repeats: int)
     preflight.check(applied)  # the daemon preflighted the applied revision already: those verdicts are cached
     cache = BuildCache()  # the daemon's cache, which holds the applied revision's work (reconciler/daemon/app.py)
     build(source.read_files(source.remote_head()), cache=cache)  # and the source its blobs
+    retire_from_collection()
     for attempt in range(repeats):
         repo, changed = change_destination(repo, single_gateway_vs(repo, attempt).index)
         write_tree(remote.work, {changed.path: repo.files()[changed.path]})
@@ -163,6 +165,7 @@ def one_change(repo: SyntheticRepo, applied: Build, workdir: Path, repeats: int)
         t_gate, findings = timed(_gate, preflight, files, result)
         if findings:
             raise RuntimeError(f"the daemon's gate refuses the change: {findings[0]}")
+        retire_from_collection()  # as the daemon does once the rollouts started (off the timed path there too)
         t_bytes, bodies = timed(changed_responses, applied, result)
         for key, value in zip(stages, (t_ls, t_fetch, t_read, t_build, t_gate, t_bytes), strict=True):
             stages[key].append(value)

@@ -28,6 +28,7 @@ from reconciler.api.webhooks import PushEvent, WebhookLimits, WebhookVerifier
 from reconciler.daemon.config import DaemonConfig
 from reconciler.diagnostics import Finding, sort_findings
 from reconciler.envoy_binary import envoy_binary
+from reconciler.heap import retire_from_collection
 from reconciler.pipeline import Build, build
 from reconciler.pipeline_cache import BuildCache
 from reconciler.rollout.controller import revert_snapshot
@@ -304,6 +305,7 @@ class Daemon:
         self._on_loop(self._known_fleets())
         self.status.head = sha
         self.store.set_meta(LAST_SEEN_HEAD, sha)
+        retire_from_collection()  # after the rollouts started: off the path from commit to Envoy
 
     def _refresh_credentials(self) -> bool:
         """Re-read the secrets folder when its files changed (a cheap stat); True when they did."""
