@@ -32,7 +32,7 @@ from reconciler.pipeline_cache import BuildCache
 from reconciler.source import GitSource
 from reconciler.translate.snapshot import PUSH_ORDER, Snapshot, XdsResource
 from reconciler.validation.preflight import Preflight
-from reconciler.validation.secrets import scan_for_secrets
+from reconciler.validation.secrets import SecretScanner
 from tests.support import GitRemote
 
 T = TypeVar("T")
@@ -151,7 +151,10 @@ def one_change(repo: SyntheticRepo, applied: Build, workdir: Path, repeats: int)
     preflight = Preflight()
     preflight.check(applied)  # the daemon preflighted the applied revision already: those verdicts are cached
     cache = BuildCache()  # the daemon's cache, which holds the applied revision's work (reconciler/daemon/app.py)
-    build(source.read_files(source.remote_head()), cache=cache)  # and the source its blobs
+    scanner = SecretScanner()  # the daemon's, which scanned the applied revision
+    files = source.read_files(source.remote_head())  # and the source read its blobs
+    scanner.scan(files)
+    build(files, cache=cache)
     retire_from_collection()
     for attempt in range(repeats):
         repo, changed = change_destination(repo, single_gateway_vs(repo, attempt).index)
@@ -162,7 +165,7 @@ def one_change(repo: SyntheticRepo, applied: Build, workdir: Path, repeats: int)
         t_fetch, _ = timed(source.fetch)
         t_read, files = timed(source.read_files, head)
         t_build, result = timed(partial(build, cache=cache), files)
-        t_gate, findings = timed(_gate, preflight, files, result)
+        t_gate, findings = timed(_gate, scanner, preflight, files, result)
         if findings:
             raise RuntimeError(f"the daemon's gate refuses the change: {findings[0]}")
         retire_from_collection()  # as the daemon does once the rollouts started (off the timed path there too)
@@ -215,8 +218,8 @@ def loop_lag_during(fn: Callable[[T], Any], arg: T) -> dict[str, float]:
     }
 
 
-def _gate(preflight: Preflight, files: dict[str, bytes], result: Build) -> list[Finding]:
-    return [*scan_for_secrets(files), *(f for f in preflight.check(result) if f.is_error)]
+def _gate(scanner: SecretScanner, preflight: Preflight, files: dict[str, bytes], result: Build) -> list[Finding]:
+    return [*scanner.scan(files), *(f for f in preflight.check(result) if f.is_error)]
 
 
 def changed_responses(before: Build, after: Build) -> list[bytes]:

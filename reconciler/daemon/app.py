@@ -41,7 +41,7 @@ from reconciler.source.signatures import SignatureError, TrustedKeys, unverified
 from reconciler.state import FleetRecord, StateStore
 from reconciler.translate import TranslateOptions
 from reconciler.translate.snapshot import Snapshot
-from reconciler.validation import scan_for_secrets
+from reconciler.validation import SecretScanner
 from reconciler.validation.preflight import Preflight, PreflightOptions
 from reconciler.xds import AdsServer, NodeState, NodeStream, XdsEvent, start_grpc_server
 from reconciler.xds.security import NodeAuthorizer, authorizing_handler, server_credentials
@@ -105,6 +105,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._build_lock = threading.Lock()
         self._build_cache = BuildCache()  # parse/resolve/translate only what each revision changed; under the lock
+        self._secret_scan = SecretScanner()  # likewise, under the lock
         self._revisions: dict[str, str] = {}  # snapshot version → the revision it was built from
         self._resume = False  # a rollout was interrupted: rebuild the head even if it was seen
 
@@ -352,7 +353,7 @@ class Daemon:
         """Which fleets this revision must not reach: validation errors, private keys committed anywhere in
         the tree (every fleet), and snapshots the real Envoy rejects in preflight (that fleet)."""
         blocked = {name: list(errors) for name, errors in result.blocked.items()}
-        leaked = scan_for_secrets(files)
+        leaked = self._secret_scan.scan(files)
         for name in result.config.fleets if leaked else ():
             blocked.setdefault(name, []).extend(leaked)
         if self.preflight is not None:

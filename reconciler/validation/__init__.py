@@ -19,7 +19,7 @@ from reconciler.validation.index import RepoIndex
 from reconciler.validation.item_checks import ItemChecks
 from reconciler.validation.memo import ValidationMemo
 from reconciler.validation.references import check_gateway_fleets
-from reconciler.validation.secrets import scan_for_secrets
+from reconciler.validation.secrets import SecretScanner, scan_for_secrets
 
 
 def validate(manifests: ManifestSet, config: ResolvedConfig, memo: ValidationMemo | None = None) -> list[Finding]:
@@ -42,4 +42,11 @@ def validate(manifests: ManifestSet, config: ResolvedConfig, memo: ValidationMem
     return findings
 
 
-__all__ = ["FileProbe", "ValidationMemo", "check_certificate_files", "scan_for_secrets", "validate"]
+__all__ = [
+    "FileProbe",
+    "SecretScanner",
+    "ValidationMemo",
+    "check_certificate_files",
+    "scan_for_secrets",
+    "validate",
+]

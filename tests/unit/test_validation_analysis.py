@@ -5,11 +5,13 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from reconciler.diagnostics import Finding, Location, Severity
 from reconciler.manifests.loader import load_manifests
 from reconciler.pipeline import build
 from reconciler.translate import translate_fleet
-from reconciler.validation import check_certificate_files, scan_for_secrets
+from reconciler.validation import SecretScanner, check_certificate_files, scan_for_secrets, secrets
 from reconciler.validation.localfiles import local_file_probe
 from tests.unit.manifest_helpers import FLEET, SERVICE, documents, gateway, http_server, virtual_service
 
@@ -174,3 +176,18 @@ def test_what_does_not_fit_a_listener_is_reported_once_by_validation_not_again_b
     assert found.count("protocol-conflict") == 1 and found.count("unsupported-protocol") == 1
     assert "edge" in result.blocked  # the error holds the fleet back before translation
     assert translate_fleet(result.config, "edge").findings == ()  # translating anyway reports nothing twice
+
+
+def test_the_secret_scanner_rescans_only_changed_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = b"a: 1\n-----BEGIN EC PRIVATE KEY-----\n"
+    files = {"a.yaml": b"a: 1\n", "keys/k.pem": key}
+    scanner = SecretScanner()
+    assert scanner.scan(files) == scan_for_secrets(files) != []
+    scanned: list[str] = []
+    original = secrets.scan_file
+    monkeypatch.setattr(secrets, "scan_file", lambda path, content: scanned.append(path) or original(path, content))
+    changed = {**files, "a.yaml": b"a: 2\n", "new.yaml": key}
+    fresh = scan_for_secrets(changed)
+    scanned.clear()
+    assert scanner.scan(changed) == fresh
+    assert sorted(scanned) == ["a.yaml", "new.yaml"]
