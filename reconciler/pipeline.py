@@ -45,7 +45,7 @@ def build(
     if cache is not None:
         cache.loaded(manifests.resources)
     findings = list(manifests.findings)
-    config = resolve(manifests, resolve_virtual_service=cache.resolve_virtual_service if cache else None)
+    config = resolve(manifests, memo=cache.resolve if cache else None)
     findings.extend(config.findings)
     findings.extend(validate(manifests, config, cache.validation if cache else None))
     blocked = blocking_errors(findings, config)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from envoy.config.route.v3 import route_components_pb2 as rc
 
 from reconciler.config.model import ResolvedConfig, ResolvedDestinationRule, ResolvedVirtualService, Service
-from reconciler.config.resolve import resolve_one_virtual_service
+from reconciler.config.resolve_memo import ResolveMemo
 from reconciler.diagnostics import Finding
 from reconciler.manifests.loader import load_file
 from reconciler.manifests.model import Resource
@@ -42,7 +42,7 @@ class BuildCache:
 
     def __init__(self) -> None:
         self.files: Memo[FileKey, tuple[tuple[Resource, ...], tuple[Finding, ...]]] = Memo()
-        self.virtual_services: Memo[tuple[Same, str], ResolvedVirtualService] = Memo()
+        self.resolve = ResolveMemo()  # resolve renews it
         self.validation = ValidationMemo()  # validate ages it
         self.routes: Memo[RouteKey, tuple[rc.Route, ...]] = Memo()
         self.virtual_hosts: Memo[VirtualHostKey, bytes] = Memo()
@@ -53,7 +53,7 @@ class BuildCache:
         self._route_inputs: tuple[Same, ...] = ()
 
     def start_build(self) -> None:
-        for memo in (self.files, self.virtual_services, self.routes, self.virtual_hosts, self.service_clusters):
+        for memo in (self.files, self.routes, self.virtual_hosts, self.service_clusters):
             memo.age()
 
     def loaded(self, resources: Sequence[Resource]) -> None:
@@ -71,10 +71,6 @@ class BuildCache:
             return tuple(resources), tuple(findings)
 
         return self.files.get((path, raw, lenient), load)
-
-    def resolve_virtual_service(self, resource: Resource, domain_suffix: str) -> ResolvedVirtualService:
-        key = (Same(resource), domain_suffix)
-        return self.virtual_services.get(key, lambda: resolve_one_virtual_service(resource, domain_suffix))
 
     def http_routes(
         self, config: ResolvedConfig, vs: ResolvedVirtualService, port: int, gateway: str, proxy: Proxy, is_tls: bool

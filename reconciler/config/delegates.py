@@ -10,6 +10,7 @@ missing delegate and delegates with hosts, gateways or nested delegation.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Sequence
 
 from reconciler.config.model import ResolvedVirtualService
@@ -19,6 +20,14 @@ from reconciler.manifests.model import Delegate, HTTPMatchRequest, HTTPRoute, St
 
 def is_delegate(vs: ResolvedVirtualService) -> bool:
     return not vs.spec.hosts
+
+
+def has_delegate_rules(vs: ResolvedVirtualService) -> bool:
+    # A Delegate is always truthy (no __bool__ or __len__), so `any` over the rules' delegates says if one is set.
+    return any(map(_DELEGATE, vs.spec.http))
+
+
+_DELEGATE = operator.attrgetter("delegate")
 
 
 def merge_delegates(
@@ -31,7 +40,7 @@ def merge_delegates(
     for vs in virtual_services:
         if is_delegate(vs):
             continue
-        if any(rule.delegate is not None for rule in vs.spec.http):
+        if has_delegate_rules(vs):
             routable.append(_merge_root(vs, delegates, findings))
         else:
             routable.append(vs)

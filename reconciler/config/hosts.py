@@ -116,6 +116,9 @@ def intersection(server_hosts: Sequence[str], vs_hosts: Sequence[str]) -> list[s
 
     Example: `intersection(["*.foo.com"], ["a.foo.com", "b.bar.com"]) == ["a.foo.com"]`.
     """
+    if len(server_hosts) == 1 and server_hosts[0] == WILDCARD:
+        # The commonest server host: every VS host is a subset of `*` (and `*` itself of nothing narrower).
+        return list(dict.fromkeys(vs_hosts))
     result: list[str] = []
     seen: set[str] = set()
     for server_host in server_hosts:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections import defaultdict
-from collections.abc import Callable
-from typing import Any
 
 from reconciler.config import hosts
 from reconciler.config.delegates import merge_delegates
+from reconciler.config.destinations import qualify_destinations
 from reconciler.config.model import (
     BoundServer,
     FleetConfig,
@@ -18,10 +16,10 @@ from reconciler.config.model import (
     ResolvedVirtualService,
     Service,
 )
+from reconciler.config.resolve_memo import Binding, LastBuild, ResolveMemo
 from reconciler.diagnostics import Finding, Severity
 from reconciler.manifests.loader import ManifestSet
 from reconciler.manifests.model import (
-    Destination,
     DestinationRuleSpec,
     FleetSpec,
     GatewaySpec,
@@ -29,39 +27,57 @@ from reconciler.manifests.model import (
     ServiceEntrySpec,
     VirtualServiceSpec,
 )
-from reconciler.manifests.schema import field_keys
 
 MESH = "mesh"
-
-VirtualServiceResolver = Callable[[Resource, str], ResolvedVirtualService]
 
 
 def resolve(
     manifests: ManifestSet,
     domain_suffix: str = hosts.DEFAULT_DOMAIN_SUFFIX,
-    resolve_virtual_service: VirtualServiceResolver | None = None,
+    memo: ResolveMemo | None = None,
 ) -> ResolvedConfig:
-    """`resolve_virtual_service` replaces the per-document step, e.g. by a cache keyed on the document."""
-    one_vs = resolve_virtual_service or resolve_one_virtual_service
+    """`memo`, kept between builds, makes the work follow what changed (the result is the same without it)."""
+    resolve_one = resolve_one_virtual_service
+    remember = memo is not None
+    if memo is None:
+        memo = ResolveMemo()
+    elif memo.domain_suffix == domain_suffix:
+        patched = memo.patch(manifests.resources, resolve_one)
+        if patched is not None:
+            return patched
+    memo.start(domain_suffix)
     findings: list[Finding] = []
     gateways = {
         f"{r.namespace}/{r.name}": ResolvedGateway(f"{r.namespace}/{r.name}", r) for r in manifests.of_kind("Gateway")
     }
-    virtual_services = sorted(
-        (one_vs(r, domain_suffix) for r in manifests.of_kind("VirtualService")),
-        # Istio orders by creation time, then name, then namespace. Git has no creation time, so we keep
-        # Istio's tie-breakers: a VS's place never depends on file names or on the order of documents.
-        key=lambda vs: (vs.resource.name, vs.resource.namespace),
-    )
+    resources = sorted(manifests.of_kind("VirtualService"), key=_istio_order)
+    virtual_services = memo.resolved_virtual_services(resources, resolve_one)
     # Roots get their delegates' rules; only routable VSs bind to servers (virtual_services keeps them all).
     routable, delegate_findings = merge_delegates(virtual_services)
     findings.extend(delegate_findings)
-    services = _services(manifests.of_kind("ServiceEntry"), findings)
-    destination_rules = _destination_rules(manifests.of_kind("DestinationRule"), domain_suffix)
+    entries = manifests.of_kind("ServiceEntry")
+    services, service_findings = memo.services.get(entries, lambda: _services(entries))
+    findings.extend(service_findings)
+    rules = manifests.of_kind("DestinationRule")
+    destination_rules = memo.destination_rules.get(rules, lambda: _destination_rules(rules, domain_suffix))
+    by_gateway: dict[str, list[ResolvedVirtualService]] = defaultdict(list)
+    for vs in routable:
+        for ref in vs.gateways:
+            by_gateway[ref].append(vs)
+    bindings: dict[int, list[Binding]] = {}
     fleets = {}
     for fleet in sorted(manifests.of_kind("Fleet"), key=lambda r: r.name):
-        fleets[fleet.name] = _fleet(fleet, gateways, routable)
-    return ResolvedConfig(fleets, services, destination_rules, tuple(virtual_services), tuple(findings))
+        fleets[fleet.name] = _fleet(fleet, gateways, by_gateway, memo, bindings if remember else None)
+    config = ResolvedConfig(fleets, services, destination_rules, tuple(virtual_services), tuple(findings))
+    if remember:
+        memo.last = LastBuild.of(domain_suffix, manifests.resources, config, routable, bindings)
+    return config
+
+
+def _istio_order(resource: Resource) -> tuple[str, str]:
+    """Istio orders VirtualServices by creation time, then name, then namespace. Git has no creation time, so we
+    keep Istio's tie-breakers: a VS's place never depends on file names or on the order of documents."""
+    return resource.name, resource.namespace
 
 
 def resolve_gateway_name(raw: str, vs_namespace: str) -> str:
@@ -84,28 +100,12 @@ def resolve_one_virtual_service(resource: Resource, domain_suffix: str) -> Resol
     ns = resource.namespace
     resolved_hosts = tuple(hosts.normalize_host(hosts.expand_short_name(h, ns, domain_suffix)) for h in spec.hosts)
     gateways = tuple(resolve_gateway_name(g, ns) for g in spec.gateways) or (MESH,)
-    expanded = _expand_destinations(spec, ns, domain_suffix)
-    return ResolvedVirtualService(resource, resolved_hosts, gateways, expanded)
+    return ResolvedVirtualService(resource, resolved_hosts, gateways, qualify_destinations(spec, ns, domain_suffix))
 
 
-def _expand_destinations(value: Any, namespace: str, domain_suffix: str) -> Any:
-    """Return `value` with every Destination.host qualified, rebuilding only what changes."""
-    if isinstance(value, Destination):
-        return dataclasses.replace(value, host=hosts.expand_short_name(value.host, namespace, domain_suffix))
-    if isinstance(value, list):
-        return [_expand_destinations(v, namespace, domain_suffix) for v in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {}
-        for name, _ in field_keys(type(value)):
-            current = getattr(value, name)
-            if isinstance(current, list) or dataclasses.is_dataclass(current):
-                changes[name] = _expand_destinations(current, namespace, domain_suffix)
-        return dataclasses.replace(value, **changes) if changes else value
-    return value
-
-
-def _services(entries: list[Resource], findings: list[Finding]) -> dict[str, Service]:
+def _services(entries: list[Resource]) -> tuple[dict[str, Service], tuple[Finding, ...]]:
     services: dict[str, Service] = {}
+    findings: list[Finding] = []
     for entry in sorted(entries, key=lambda r: (r.namespace, r.name)):
         spec: ServiceEntrySpec = entry.spec
         for host in spec.hosts:
@@ -125,7 +125,7 @@ def _services(entries: list[Resource], findings: list[Finding]) -> dict[str, Ser
             services[host] = Service(
                 host, entry.namespace, tuple(spec.ports), spec.resolution, tuple(spec.endpoints), entry
             )
-    return services
+    return services, tuple(findings)
 
 
 def _destination_rules(rules: list[Resource], domain_suffix: str) -> dict[str, ResolvedDestinationRule]:
@@ -155,28 +155,41 @@ def gateway_applies(gateway: GatewaySpec, fleet: FleetSpec) -> bool:
 
 
 def _fleet(
-    fleet: Resource, gateways: dict[str, ResolvedGateway], virtual_services: list[ResolvedVirtualService]
+    fleet: Resource,
+    gateways: dict[str, ResolvedGateway],
+    by_gateway: dict[str, list[ResolvedVirtualService]],
+    memo: ResolveMemo,
+    bindings: dict[int, list[Binding]] | None,
 ) -> FleetConfig:
+    """The fleet's gateways and servers; `bindings` (if given) learns where each VirtualService is bound."""
     selected = tuple(g for ref, g in sorted(gateways.items()) if gateway_applies(g.spec, fleet.spec))
-    servers = []
+    servers: list[BoundServer] = []
     for gateway in selected:
-        bound_vs = [vs for vs in virtual_services if gateway.ref in vs.gateways]
         for index, server in enumerate(gateway.spec.servers):
-            servers.append(BoundServer(gateway, server, index, _virtual_hosts(gateway, server.hosts, bound_vs)))
+            virtual_hosts = _virtual_hosts(gateway, server.hosts, by_gateway.get(gateway.ref, []), memo)
+            if bindings is not None:
+                for host_index, (_, attached) in enumerate(virtual_hosts):
+                    for vs in attached:
+                        bindings.setdefault(id(vs), []).append((fleet.name, len(servers), host_index))
+            servers.append(BoundServer(gateway, server, index, virtual_hosts))
     return FleetConfig(fleet.name, fleet, selected, tuple(servers))
 
 
 def _virtual_hosts(
-    gateway: ResolvedGateway, server_hosts: list[str], bound_vs: list[ResolvedVirtualService]
+    gateway: ResolvedGateway, server_hosts: list[str], bound_vs: list[ResolvedVirtualService], memo: ResolveMemo
 ) -> tuple[tuple[str, tuple[ResolvedVirtualService, ...]], ...]:
     """Per host (the more specific of server host and VS host), the VSs that route it, in VS order."""
-    qualified = [_qualify_server_host(hosts.normalize_host(h), gateway.resource.namespace) for h in server_hosts]
+    qualified = tuple(_qualify_server_host(hosts.normalize_host(h), gateway.resource.namespace) for h in server_hosts)
     by_host: dict[str, list[ResolvedVirtualService]] = {}
     for vs in bound_vs:
-        visible = hosts.names_for_namespace(qualified, vs.namespace)
-        for host in hosts.intersection(visible, list(vs.hosts)):
+        for host in memo.server_hosts((qualified, vs.namespace, vs.hosts), _meet):
             by_host.setdefault(host, []).append(vs)
     return tuple((host, tuple(vss)) for host, vss in sorted(by_host.items()))
+
+
+def _meet(server_hosts: tuple[str, ...], namespace: str, vs_hosts: tuple[str, ...]) -> list[str]:
+    """The hosts a VirtualService of `namespace` with `vs_hosts` routes on a server with `server_hosts`."""
+    return hosts.intersection(hosts.names_for_namespace(server_hosts, namespace), vs_hosts)
 
 
 def _qualify_server_host(raw: str, gateway_namespace: str) -> str:

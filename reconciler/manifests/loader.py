@@ -6,10 +6,12 @@ git tree at a SHA (the daemon) without a checkout.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from reconciler.diagnostics import Finding, Location, Severity
+from reconciler.manifests.blockstyle import load_plain_documents
 from reconciler.manifests.model import (
     FLEET_API_VERSION,
     ISTIO_GROUP,
@@ -19,7 +21,7 @@ from reconciler.manifests.model import (
     Resource,
 )
 from reconciler.manifests.schema import MISSING, Decoder
-from reconciler.manifests.yamldoc import Document, YamlError, load_documents
+from reconciler.manifests.yamldoc import Document, FilePositions, YamlError, load_documents
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 # Far above any real manifest file; a larger file is refused before parsing so memory stays bounded.
@@ -33,7 +35,15 @@ class ManifestSet:
     findings: tuple[Finding, ...] = field(default=())
 
     def of_kind(self, kind: str) -> list[Resource]:
-        return [r for r in self.resources if r.kind == kind]
+        return list(self._by_kind.get(kind, ()))
+
+    @functools.cached_property
+    def _by_kind(self) -> dict[str, list[Resource]]:
+        """The resources grouped once: every stage asks for several kinds, and a big repo has many resources."""
+        by_kind: dict[str, list[Resource]] = {}
+        for r in self.resources:
+            by_kind.setdefault(r.kind, []).append(r)
+        return by_kind
 
 
 def is_manifest_path(path: str) -> bool:
@@ -77,7 +87,7 @@ def load_file(path: str, raw: bytes, lenient: bool = False) -> tuple[list[Resour
     resources: list[Resource] = []
     findings: list[Finding] = []
     try:
-        for doc in load_documents(text):
+        for doc in _documents(raw, text):
             resource, doc_findings = _load_document(path, doc, lenient)
             findings.extend(doc_findings)
             if resource is not None:
@@ -86,6 +96,16 @@ def load_file(path: str, raw: bytes, lenient: bool = False) -> tuple[list[Resour
         # A malformed file contributes nothing: half a file is worse than none.
         return problem("yaml-syntax", exc.message, exc.line, exc.column)
     return resources, findings
+
+
+def _documents(raw: bytes, text: str) -> Iterable[Document]:
+    """The file's documents: read line by line when it is plain block-style YAML (positions are then worked
+    out only if a finding needs one), else by libyaml with every position."""
+    plain = load_plain_documents(text)
+    if plain is None:
+        return load_documents(text)
+    positions = FilePositions(raw)
+    return [Document(data, positions.document(i, (line, column)), line) for i, (data, line, column) in enumerate(plain)]
 
 
 def _load_document(path: str, doc: Document, lenient: bool) -> tuple[Resource | None, list[Finding]]:

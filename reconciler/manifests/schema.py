@@ -12,7 +12,7 @@ import functools
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, NamedTuple, Union, get_args, get_origin
 
 from reconciler.diagnostics import Finding, Location, Severity
 from reconciler.manifests.durations import Duration, DurationError
@@ -66,7 +66,6 @@ class Decoder:
     ) -> None:
         # Manifests use Istio's camelCase keys; our own daemon config file uses snake_case (DESIGN.md).
         self.snake_case = snake_case
-        self.key_of = (lambda f: f.name) if snake_case else yaml_key
         self.doc = doc
         self.file = file
         self.resource = resource
@@ -81,106 +80,202 @@ class Decoder:
         self.findings.append(Finding(severity, code, message, self.location(path), self.resource))
 
     def decode(self, tp: Any, value: Any, path: Path) -> Any:
-        origin = get_origin(tp)
-        if origin in (Union, types.UnionType):
-            if value is None:
-                return None
-            return self.decode(_pick_union_member(tp, value), value, path)
-        if origin is Literal:
-            return self._literal(get_args(tp), value, path)
-        if origin is list:
-            return self._list(get_args(tp)[0], value, path)
-        if origin is dict:
-            return self._dict(get_args(tp)[1], value, path)
-        scalar = _SCALARS.get(tp)
-        if scalar is not None:
-            return scalar(self, value, path)
-        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-            return self._object(tp, value, path)
-        if tp is Any:
-            return value
-        raise TypeError(f"schema type {tp!r} is not supported")  # a bug in the model, not user input
+        convert = converter(tp, self.snake_case)
+        return convert(self, value, path[:-1], path[-1]) if path else convert(self, value, (), None)
 
-    def _literal(self, choices: tuple[Any, ...], value: Any, path: Path) -> Any:
+
+# ---------------------------------------------------------------------------------------------- converters
+
+# A converter decodes the value found at `parent` + `key` (`key` None: at `parent` itself). The path is passed
+# in two parts so that it is only built for a container or a finding, not for each of a document's scalars.
+Converter = Callable[[Decoder, Any, Path, "str | int | None"], Any]
+
+
+def _at(parent: Path, key: str | int | None) -> Path:
+    return parent if key is None else (*parent, key)
+
+
+@functools.cache
+def converter(tp: Any, snake_case: bool) -> Converter:
+    """The converter for a schema type, made once per type: the model's types are read here, not per value."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return _union(tp, snake_case)
+    if origin is Literal:
+        return _literal(get_args(tp))
+    if origin is list:
+        return _list(get_args(tp)[0], snake_case)
+    if origin is dict:
+        return _dict(get_args(tp)[1], snake_case)
+    scalar = _SCALARS.get(tp)
+    if scalar is not None:
+        return scalar
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _object(tp, snake_case)
+    if tp is Any:
+        return _any
+    raise TypeError(f"schema type {tp!r} is not supported")  # a bug in the model, not user input
+
+
+def _exact_type(tp: Any) -> type | None:
+    """The Python type whose values a converter of `tp` returns as they are, if there is one: checking it in
+    place saves a call for each of a document's strings and numbers."""
+    if get_origin(tp) in (Union, types.UnionType):
+        members = [a for a in get_args(tp) if a is not type(None)]
+        return _exact_type(members[0]) if len(members) == 1 else None
+    return tp if tp in (str, int, float, bool) else None
+
+
+def _any(d: Decoder, value: Any, parent: Path, key: str | int | None) -> Any:
+    return value
+
+
+def _union(tp: Any, snake_case: bool) -> Converter:
+    """`A | B | None`: null is None; otherwise the member that fits the value's shape (`waves: [1, 50%]` is
+    `int | str`), or else the first member, whose converter says what is wrong."""
+    members = [a for a in get_args(tp) if a is not type(None)]
+    first = converter(members[0], snake_case)
+    by_type = [(m, converter(m, snake_case)) for m in members if isinstance(m, type)]
+
+    def convert(d: Decoder, value: Any, parent: Path, key: str | int | None) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, bool):
+            for member, member_converter in by_type:
+                if isinstance(value, member):
+                    return member_converter(d, value, parent, key)
+        return first(d, value, parent, key)
+
+    return convert
+
+
+def _literal(choices: tuple[Any, ...]) -> Converter:
+    allowed = ", ".join(str(c) for c in choices)
+
+    def convert(d: Decoder, value: Any, parent: Path, key: str | int | None) -> Any:
         if value in choices:
             return value
         if isinstance(value, str):  # enums are case-insensitive in Istio's parser for protocols
             for choice in choices:
                 if isinstance(choice, str) and choice.upper() == value.upper():
                     return choice
-        allowed = ", ".join(str(c) for c in choices)
-        self.report(path, "invalid-enum", f"{value!r} is not one of: {allowed}")
+        d.report(_at(parent, key), "invalid-enum", f"{value!r} is not one of: {allowed}")
         return MISSING
 
-    def _list(self, item_tp: Any, value: Any, path: Path) -> Any:
-        if not isinstance(value, list):
-            self.report(path, "wrong-type", f"expected a list, got {_describe(value)}")
-            return MISSING
-        items = (self.decode(item_tp, item, (*path, i)) for i, item in enumerate(value))
-        return [item for item in items if item is not MISSING]
+    return convert
 
-    def _dict(self, value_tp: Any, value: Any, path: Path) -> Any:
-        if not isinstance(value, dict):
-            self.report(path, "wrong-type", f"expected a mapping, got {_describe(value)}")
+
+def _list(item_tp: Any, snake_case: bool) -> Converter:
+    item, exact = converter(item_tp, snake_case), _exact_type(item_tp)
+
+    def convert(d: Decoder, value: Any, parent: Path, key: str | int | None) -> Any:
+        if not isinstance(value, list):
+            d.report(_at(parent, key), "wrong-type", f"expected a list, got {_describe(value)}")
             return MISSING
-        out = {}
-        for key, item in value.items():
-            decoded = self.decode(value_tp, item, (*path, key))
+        if exact is not None and all(type(v) is exact for v in value):
+            return list(value)
+        path = _at(parent, key)
+        out = []
+        for i, v in enumerate(value):
+            decoded = item(d, v, path, i)
             if decoded is not MISSING:
-                out[str(key)] = decoded
+                out.append(decoded)
         return out
 
-    def _object(self, cls: type, value: Any, path: Path) -> Any:
+    return convert
+
+
+def _dict(item_tp: Any, snake_case: bool) -> Converter:
+    item, exact = converter(item_tp, snake_case), _exact_type(item_tp)
+
+    def convert(d: Decoder, value: Any, parent: Path, key: str | int | None) -> Any:
         if not isinstance(value, dict):
-            self.report(path, "wrong-type", f"expected a mapping for {cls.__name__}, got {_describe(value)}")
+            d.report(_at(parent, key), "wrong-type", f"expected a mapping, got {_describe(value)}")
             return MISSING
+        path = _at(parent, key)
+        out = {}
+        for k, v in value.items():
+            decoded = v if type(v) is exact else item(d, v, path, k)
+            if decoded is not MISSING:
+                out[str(k)] = decoded
+        return out
+
+    return convert
+
+
+class _Fields(NamedTuple):
+    """What decoding a dataclass looks up, made once per class."""
+
+    by_key: dict[str, tuple[str, Converter, type | None]]  # attribute, its converter, its _exact_type
+    required: tuple[tuple[str, str], ...]  # attribute, and the key a missing-field finding names
+    choices: list[str]  # the keys a did-you-mean hint chooses from
+
+
+def _object(cls: type, snake_case: bool) -> Converter:
+    """A dataclass from a mapping. Its field table is made on first use (field types may name classes that
+    are compiled only then) and published whole, as builds may run in several threads."""
+    compiled: _Fields | None = None
+    open_schema = bool(getattr(cls, "open_schema", False))
+
+    def compile_fields() -> _Fields:
+        nonlocal compiled
         hints = _type_hints(cls)
-        by_key, required = _fields_by_key(cls, self.snake_case)
+        key_of = (lambda f: f.name) if snake_case else yaml_key
+        by_key, needed = _fields_by_key(cls, snake_case)
+        compiled = _Fields(
+            {k: (f.name, converter(hints[f.name], snake_case), _exact_type(hints[f.name])) for k, f in by_key.items()},
+            tuple((f.name, key_of(f)) for f in needed),
+            sorted({key_of(f) for f in by_key.values()}),
+        )
+        return compiled
+
+    def convert(d: Decoder, value: Any, parent: Path, key: str | int | None) -> Any:
+        if not isinstance(value, dict):
+            d.report(_at(parent, key), "wrong-type", f"expected a mapping for {cls.__name__}, got {_describe(value)}")
+            return MISSING
+        table, required, choices = compiled or compile_fields()
+        path = parent if key is None else (*parent, key)
         kwargs: dict[str, Any] = {}
         failed = False
-        for key, item in value.items():
-            known = by_key.get(key)
+        for k, item in value.items():
+            known = table.get(k)
             if known is None:
-                if not getattr(cls, "open_schema", False):
-                    self._unknown_field(cls, key, by_key, (*path, key))
+                if not open_schema:
+                    _unknown_field(d, cls, k, choices, (*path, k))
                 continue
-            f = known
-            if f.name in kwargs:
-                self.report((*path, key), "duplicate-field", f"{key!r} is given twice (camelCase and snake_case)")
+            name, field_converter, exact = known
+            if name in kwargs:
+                d.report((*path, k), "duplicate-field", f"{k!r} is given twice (camelCase and snake_case)")
                 continue
-            decoded = self.decode(hints[f.name], item, (*path, key))
+            if type(item) is exact:
+                kwargs[name] = item
+                continue
+            decoded = field_converter(d, item, path, k)
             if decoded is MISSING:
                 failed = True
                 continue
-            kwargs[f.name] = decoded
-        for f in required:
-            if f.name not in kwargs:
+            kwargs[name] = decoded
+        for name, shown in required:
+            if name not in kwargs:
                 if not failed:
-                    self.report(path, "missing-field", f"{cls.__name__} needs the field {self.key_of(f)!r}")
+                    d.report(path, "missing-field", f"{cls.__name__} needs the field {shown!r}")
                 return MISSING
         return cls(**kwargs)
 
-    def _unknown_field(self, cls: type, key: str, known: dict[str, Any], path: Path) -> None:
-        severity = Severity.WARNING if self.lenient else Severity.ERROR
-        choices = sorted({self.key_of(f) for f in known.values()})
-        close = _closest(key, choices)
-        hint = f"; did you mean {close!r}?" if close else f"; known fields: {', '.join(choices)}"
-        self.report(path, "unknown-field", f"{cls.__name__} has no field {key!r}{hint}", severity)
+    return convert
+
+
+def _unknown_field(d: Decoder, cls: type, key: str, choices: list[str], path: Path) -> None:
+    severity = Severity.WARNING if d.lenient else Severity.ERROR
+    close = _closest(key, choices)
+    hint = f"; did you mean {close!r}?" if close else f"; known fields: {', '.join(choices)}"
+    d.report(path, "unknown-field", f"{cls.__name__} has no field {key!r}{hint}", severity)
 
 
 @functools.cache
 def _type_hints(cls: type) -> dict[str, Any]:
     """The resolved field types of a model class (resolving them is slow; big trees decode thousands of objects)."""
     return typing.get_type_hints(cls)
-
-
-def _pick_union_member(tp: Any, value: Any) -> Any:
-    """The member of `A | B` that fits the value's shape (e.g. `waves: [1, 50%]` is `int | str`)."""
-    members = [a for a in get_args(tp) if a is not type(None)]
-    for member in members:
-        if isinstance(member, type) and isinstance(value, member) and not isinstance(value, bool):
-            return member
-    return members[0]
 
 
 def _describe(value: Any) -> str:
@@ -202,48 +297,50 @@ def _closest(key: str, choices: list[str]) -> str | None:
     return found[0] if found else None
 
 
-def _str(d: Decoder, value: Any, path: Path) -> Any:
+def _str(d: Decoder, value: Any, parent: Path, key: str | int | None) -> Any:
     if isinstance(value, str):
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)  # YAML reads `v1` as a string but `1` as an int; Kubernetes accepts both here
-    d.report(path, "wrong-type", f"expected a string, got {_describe(value)}")
+    d.report(_at(parent, key), "wrong-type", f"expected a string, got {_describe(value)}")
     return MISSING
 
 
-def _int(d: Decoder, value: Any, path: Path) -> Any:
+def _int(d: Decoder, value: Any, parent: Path, key: str | int | None) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    d.report(path, "wrong-type", f"expected a whole number, got {_describe(value)}")
+    d.report(_at(parent, key), "wrong-type", f"expected a whole number, got {_describe(value)}")
     return MISSING
 
 
-def _float(d: Decoder, value: Any, path: Path) -> Any:
+def _float(d: Decoder, value: Any, parent: Path, key: str | int | None) -> Any:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
-    d.report(path, "wrong-type", f"expected a number, got {_describe(value)}")
+    d.report(_at(parent, key), "wrong-type", f"expected a number, got {_describe(value)}")
     return MISSING
 
 
-def _bool(d: Decoder, value: Any, path: Path) -> Any:
+def _bool(d: Decoder, value: Any, parent: Path, key: str | int | None) -> Any:
     if isinstance(value, bool):
         return value
-    d.report(path, "wrong-type", f"expected true or false, got {_describe(value)}")
+    d.report(_at(parent, key), "wrong-type", f"expected true or false, got {_describe(value)}")
     return MISSING
 
 
-def _duration(d: Decoder, value: Any, path: Path) -> Any:
+def _duration(d: Decoder, value: Any, parent: Path, key: str | int | None) -> Any:
     if not isinstance(value, str):
-        d.report(path, "invalid-duration", f"expected a duration such as 500ms or 10s, got {_describe(value)}")
+        d.report(
+            _at(parent, key), "invalid-duration", f"expected a duration such as 500ms or 10s, got {_describe(value)}"
+        )
         return MISSING
     try:
         return Duration.parse(value)
     except DurationError as exc:
-        d.report(path, "invalid-duration", str(exc))
+        d.report(_at(parent, key), "invalid-duration", str(exc))
         return MISSING
 
 
-_SCALARS: dict[Any, Callable[[Decoder, Any, Path], Any]] = {
+_SCALARS: dict[Any, Converter] = {
     str: _str,
     int: _int,
     float: _float,

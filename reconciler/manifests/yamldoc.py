@@ -8,7 +8,7 @@ document ("YAML bomb") can cause.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +46,7 @@ class Document:
     """One YAML document: its data, where each path sits, and the document's first line."""
 
     data: Any
-    positions: dict[Path, tuple[int, int]]
+    positions: Mapping[Path, tuple[int, int]]
     line: int
 
     def position(self, path: Path) -> tuple[int, int]:
@@ -56,6 +56,52 @@ class Document:
                 return self.positions[path]
             path = path[:-1]
         return self.positions.get((), (self.line, 1))
+
+
+class FilePositions:
+    """Where each path of each document of a file sits, worked out the first time a position is asked for.
+
+    A reader that records no positions (`blockstyle`) hands these out instead of tables: only findings need
+    positions, so most files never pay for them, and a file that does pays once for all its documents.
+    """
+
+    __slots__ = ("_source", "_tables")
+
+    def __init__(self, source: bytes) -> None:
+        self._source = source  # the file's bytes, valid UTF-8
+        self._tables: list[Mapping[Path, tuple[int, int]]] | None = None
+
+    def document(self, index: int, start: tuple[int, int]) -> DocumentPositions:
+        """The positions of the file's `index`-th non-empty document, which starts at `start`."""
+        return DocumentPositions(self, index, start)
+
+    def table(self, index: int) -> Mapping[Path, tuple[int, int]]:
+        if self._tables is None:
+            self._tables = [doc.positions for doc in load_documents(self._source.decode("utf-8"))]
+        return self._tables[index]
+
+
+class DocumentPositions(Mapping[Path, tuple[int, int]]):
+    """One document's positions from its FilePositions; its start is known without reading the file again."""
+
+    __slots__ = ("_file", "_index", "_start")
+
+    def __init__(self, file: FilePositions, index: int, start: tuple[int, int]) -> None:
+        self._file = file
+        self._index = index
+        self._start = start
+
+    def __getitem__(self, path: Path) -> tuple[int, int]:
+        return self._start if path == () else self._file.table(self._index)[path]
+
+    def __contains__(self, path: object) -> bool:
+        return path == () or path in self._file.table(self._index)
+
+    def __iter__(self) -> Iterator[Path]:
+        return iter(self._file.table(self._index))
+
+    def __len__(self) -> int:
+        return len(self._file.table(self._index))
 
 
 class _Builder:
@@ -132,7 +178,7 @@ def load_documents(text: str) -> Iterator[Document]:
             data = builder.build(node, ())
             if data is None:
                 continue
-            yield Document(data=data, positions=builder.positions, line=node.start_mark.line + 1)
+            yield Document(data, builder.positions, node.start_mark.line + 1)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)

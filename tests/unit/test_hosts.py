@@ -9,6 +9,8 @@ against the Go source by reading it.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reconciler.config.hosts import (
     expand_short_name,
@@ -225,6 +227,13 @@ def test_matches_iff_subset_either_way(a: str, b: str) -> None:
 @pytest.mark.parametrize(("server_hosts", "vs_hosts", "expected"), INTERSECTION_CASES)
 def test_intersection(server_hosts: list[str], vs_hosts: list[str], expected: list[str]) -> None:
     assert intersection(server_hosts, vs_hosts) == expected
+
+
+@given(st.lists(st.sampled_from(["*", "", "a.com", "*.com", "*.a.com", "b.a.com", "*a.com", "A.com"]), max_size=6))
+def test_a_wildcard_server_meets_each_vs_host_once_as_the_pairwise_rule_says(vs_hosts: list[str]) -> None:
+    # intersection() answers `*` without comparing pairs; the pairwise rule must agree.
+    pairwise = ["*" if subset_of("*", v) else v for v in vs_hosts if subset_of("*", v) or subset_of(v, "*")]
+    assert intersection(["*"], vs_hosts) == list(dict.fromkeys(pairwise))
 
 
 def test_intersection_accepts_tuples_and_does_not_mutate() -> None:

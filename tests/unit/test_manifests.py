@@ -80,6 +80,34 @@ def test_findings_point_at_the_exact_place() -> None:
     ]
 
 
+def test_block_style_files_point_findings_at_the_exact_place_too() -> None:
+    vs = """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata:
+          name: r
+        spec:
+          hosts:
+          - r.example.com
+          http:
+          - timout: 5s  # read without libyaml's marks: the position is worked out for this finding
+            route:
+            - destination:
+                host: r.internal
+              weight: heavy
+        """
+    vs = textwrap.dedent(vs)
+    _, findings = load("apiVersion: reconciler/v1\nkind: Fleet\nmetadata:\n  name: f\n---" + vs)  # 2nd document
+    assert findings == [
+        "m.yaml:14:5 unknown-field: HTTPRoute has no field 'timout'; did you mean 'timeout'?",
+        "m.yaml:18:7 wrong-type: expected a whole number, got str 'heavy'",
+    ]
+    resources = load_manifests({"m.yaml": vs.encode()}).resources
+    assert str(resources[0].location) == "m.yaml:2:1"
+    assert str(resources[0].locate("spec", "http", 0, "route", 0, "destination", "host")) == "m.yaml:13:9"
+    assert str(resources[0].locate("spec", "http", 0, "mirror")) == "m.yaml:10:5"  # absent: its parent
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -126,7 +126,7 @@ class Validator:
     def memoized(self, files: dict[str, bytes]) -> list[Finding]:
         self.cache.start_build()
         manifests = load_manifests(files, load=self.cache.load_file)
-        config = resolve(manifests, resolve_virtual_service=self.cache.resolve_virtual_service)
+        config = resolve(manifests, memo=self.cache.resolve)
         return validate(manifests, config, self.memo)
 
 
