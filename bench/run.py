@@ -29,7 +29,6 @@ from bench.daemon_rss import daemon_rss
 from bench.fanout import fanout
 from bench.fleet_bench import commit_to_fleet, envoy_share
 from bench.synthetic import RepoShape, generate
-from reconciler.heap import tune_for_builds
 from reconciler.logging import configure_logging
 from reconciler.pipeline import Build
 
@@ -234,7 +233,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     fleet_size = args.fleet_size or (100 if args.quick else 1000)
     out = args.out or RESULTS / ("pipeline-quick.json" if args.quick else "pipeline.json")
     configure_logging("json", "warning")  # in-process ADS servers would log every connect
-    tune_for_builds()  # as the reconciler command does
     noted = machine()  # before the run: its load average says whether others were busy when it started
     suite = Suite(sizes, streams, fleet_size, args.quick)
     with tempfile.TemporaryDirectory(prefix="reconciler-bench-") as tmp:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from reconciler.config.model import ResolvedConfig
 from reconciler.config.resolve import resolve
 from reconciler.diagnostics import Finding, has_errors, sort_findings
+from reconciler.heap import fewer_full_collections
 from reconciler.manifests.loader import ManifestSet, load_manifests
 from reconciler.pipeline_cache import BuildCache
 from reconciler.translate import TranslateOptions, translate_fleet
@@ -39,6 +40,13 @@ def build(
     cache: BuildCache | None = None,
 ) -> Build:
     """`cache`, kept between builds, makes the work follow what changed; the result is the same without it."""
+    with fewer_full_collections():  # a build allocates millions of long-lived objects (reconciler/heap.py)
+        return _build(files, options, lenient, cache)
+
+
+def _build(
+    files: Mapping[str, bytes], options: TranslateOptions | None, lenient: bool, cache: BuildCache | None
+) -> Build:
     if cache is not None:
         cache.start_build()
     manifests = load_manifests(files, lenient=lenient, load=cache.load_file if cache else None)

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 from reconciler.cli.commands import bootstrap, demo, history, plan, render, run, status, validate
 from reconciler.cli.output import UsageError
-from reconciler.heap import tune_for_builds
 
 COMMANDS = (run, validate, plan, render, bootstrap, status, history, demo)
 
@@ -27,7 +26,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    tune_for_builds()
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
