@@ -64,7 +64,7 @@ class Sent:
     changes: dict[str, str | None]
 
 
-@dataclass
+@dataclass(slots=True)
 class DeltaTypeState(TypeState):
     wildcard: bool = False
     legacy_wildcard: bool = False  # wildcard because the client named nothing yet

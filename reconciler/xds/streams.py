@@ -24,7 +24,7 @@ class NodeState(StrEnum):
 Delivered = tuple[frozenset[str] | None, Mapping[str, XdsResource]]
 
 
-@dataclass
+@dataclass(slots=True)
 class TypeState:
     names: frozenset[str] | None = None  # None: wildcard
     subscribed: bool = False
@@ -37,7 +37,7 @@ class TypeState:
     acked_resources: Delivered | None = None  # what the node holds for sure; None after a NACK (Envoy may hold a mix)
 
 
-@dataclass
+@dataclass(slots=True)
 class NodeStream:
     stream_id: int
     node_id: str
