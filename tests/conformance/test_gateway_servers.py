@@ -4,7 +4,6 @@ wildcard hosts as SNI, and HTTP/2 on HTTP2, GRPC and HTTPS servers."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -22,14 +21,6 @@ from tests.conformance.gateway_manifests import (
 )
 from tests.conformance.harness import XdsHarness
 from tests.conformance.l4_upstreams import https_get, tls_client
-
-
-@pytest.fixture(scope="module")
-def backends() -> Iterator[dict[str, EchoServer]]:
-    servers = {name: EchoServer(name).start() for name in ("v1", "v2")}
-    yield servers
-    for upstream in servers.values():
-        upstream.stop()
 
 
 def app(backends: dict[str, EchoServer]) -> str:

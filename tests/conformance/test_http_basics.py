@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 
@@ -12,14 +11,6 @@ from tests.conformance.harness import XdsHarness
 from tests.conformance.http_upstreams import get, http_routes, serve_http
 
 HOST = "reviews.example.com"
-
-
-@pytest.fixture(scope="module")
-def backends() -> Iterator[dict[str, EchoServer]]:
-    servers = {name: EchoServer(name).start() for name in ("v1", "v2")}
-    yield servers
-    for server in servers.values():
-        server.stop()
 
 
 def serve(harness: XdsHarness, backends: dict[str, EchoServer], rules: str) -> int:

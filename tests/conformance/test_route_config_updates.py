@@ -3,22 +3,11 @@ Envoy keeps serving the other one unchanged and applies the new one."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 import requests
 
 from reconciler.cli.localrun import EchoServer, free_ports
 from tests.conformance.harness import XdsHarness
 from tests.conformance.http_upstreams import apply, documents, get, http_gateway, http_routes, service
-
-
-@pytest.fixture(scope="module")
-def backends() -> Iterator[dict[str, EchoServer]]:
-    servers = {name: EchoServer(name).start() for name in ("v1", "v2")}
-    yield servers
-    for server in servers.values():
-        server.stop()
 
 
 def route_to(name: str, subset: str, gateway: str) -> str:

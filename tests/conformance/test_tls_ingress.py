@@ -7,7 +7,6 @@ import hashlib
 import json
 import socket
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,14 +19,6 @@ from tests.conformance.harness import XdsHarness
 from tests.conformance.l4_upstreams import https_get, tls_client
 
 HOST = "httpbin.example.com"
-
-
-@pytest.fixture(scope="module")
-def backends() -> Iterator[dict[str, EchoServer]]:
-    servers = {name: EchoServer(name).start() for name in ("v1", "v2")}
-    yield servers
-    for upstream in servers.values():
-        upstream.stop()
 
 
 @pytest.fixture(scope="module")

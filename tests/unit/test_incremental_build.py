@@ -12,6 +12,7 @@ from bench.synthetic import RepoShape, generate
 from reconciler.pipeline import Build, build
 from reconciler.pipeline_cache import BuildCache
 from reconciler.translate import TranslateOptions
+from tests.unit.random_revisions import random_revision
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "cases"
 # Textual edits that keep most files loadable while changing what they mean (or breaking them on purpose).
@@ -39,23 +40,6 @@ def assert_same_build(cached: Build, fresh: Build) -> None:
         assert {(r.type_url, r.name): r.body for r in cached.snapshots[fleet].all_resources()} == bodies
 
 
-def random_revision(rng: random.Random, files: dict[str, bytes], history: list[dict[str, bytes]]) -> dict[str, bytes]:
-    files = dict(files)
-    action = rng.random()
-    path = rng.choice(sorted(files))
-    if action < 0.1 and len(history) > 2:
-        return dict(rng.choice(history[-3:]))  # a revert: the cache still holds most of that revision
-    if action < 0.2:
-        del files[path]
-    elif action < 0.3:
-        files["copies/" + path] = files[path]  # the same resources twice: duplicate-resource errors
-    else:
-        text = files[path].decode()
-        old, new = rng.choice([edit for edit in EDITS if edit[0] in text] or [("\n", "\n")])
-        files[path] = text.replace(old, new, 1 if rng.random() < 0.7 else -1).encode()
-    return files
-
-
 @pytest.mark.parametrize("seed", range(4))
 def test_random_edits_build_as_without_a_cache(seed: int) -> None:
     rng = random.Random(seed)
@@ -64,7 +48,7 @@ def test_random_edits_build_as_without_a_cache(seed: int) -> None:
     history = [files]
     for _ in range(12):
         assert_same_build(build(files, cache=cache), build(files))
-        files = random_revision(rng, files, history)
+        files = random_revision(rng, files, history, EDITS)
         history.append(files)
 
 

@@ -18,19 +18,12 @@ from reconciler.pipeline_cache import BuildCache
 from reconciler.validation import validate
 from reconciler.validation.item_checks import ItemChecks
 from tests.unit.manifest_helpers import FLEET, documents, gateway, http_server
+from tests.unit.manifest_helpers import SERVICE as PLAIN_SERVICE
+from tests.unit.random_revisions import random_revision
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "cases"
 
-SERVICE = """
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: app}
-spec:
-  hosts: [app.internal]
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints: [{address: 10.0.0.1, labels: {version: v1}}]
-"""
+SERVICE = PLAIN_SERVICE.replace("{address: 10.0.0.1}", "{address: 10.0.0.1, labels: {version: v1}}")
 RULE = """
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -180,21 +173,6 @@ RANDOM_EDITS = (
 )
 
 
-def random_revision(rng: random.Random, files: dict[str, bytes], history: list[dict[str, bytes]]) -> dict[str, bytes]:
-    files, action, path = dict(files), rng.random(), rng.choice(sorted(files))
-    if action < 0.1 and len(history) > 2:
-        return dict(rng.choice(history[-3:]))
-    if action < 0.2:
-        del files[path]
-    elif action < 0.25:
-        files["copies/" + path] = files[path]
-    else:
-        text = files[path].decode()
-        old, new = rng.choice([edit for edit in RANDOM_EDITS if edit[0] in text] or [("\n", "\n")])
-        files[path] = text.replace(old, new, 1 if rng.random() < 0.5 else -1).encode()
-    return files
-
-
 @pytest.mark.parametrize("seed", range(4))
 def test_random_edits_validate_as_without_a_memo(seed: int) -> None:
     rng = random.Random(seed)
@@ -204,7 +182,7 @@ def test_random_edits_validate_as_without_a_memo(seed: int) -> None:
         found = validator.memoized(files)
         assert found == fresh(files)
         codes.update(f.code for f in found)
-        files = random_revision(rng, files, history)
+        files = random_revision(rng, files, history, RANDOM_EDITS, copy_share=0.05, once_share=0.5)
         history.append(files)
     assert codes  # the edits did produce findings to compare
 
