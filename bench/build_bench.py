@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 from unittest import mock
 
-from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from bench import floor
@@ -30,9 +28,10 @@ from reconciler.heap import retire_from_collection
 from reconciler.pipeline import Build, build
 from reconciler.pipeline_cache import BuildCache
 from reconciler.source import GitSource
-from reconciler.translate.snapshot import PUSH_ORDER, Snapshot, XdsResource
+from reconciler.translate.snapshot import PUSH_ORDER, ROUTE, Snapshot
 from reconciler.validation.preflight import Preflight
 from reconciler.validation.secrets import SecretScanner
+from reconciler.xds.server import control_plane_field, response_body
 from tests.support import GitRemote
 
 T = TypeVar("T")
@@ -223,26 +222,23 @@ def _gate(scanner: SecretScanner, preflight: Preflight, files: dict[str, bytes],
 
 
 def changed_responses(before: Build, after: Build) -> list[bytes]:
-    """The DiscoveryResponse body of every type whose version moved, per fleet, built as the ADS server builds
-    them (`AdsServer._body`: every resource of the type, serialized once, shared by all nodes of the fleet)."""
+    """The DiscoveryResponse body of every type whose version moved, per fleet, as the ADS server builds them
+    (`AdsServer._body`): shared by all nodes of the fleet; a route response carries only the route
+    configurations that changed, the other types all their resources."""
+    control_plane = control_plane_field("gateway-reconciler")
     bodies = []
     for fleet, snapshot in after.snapshots.items():
         old = before.snapshots.get(fleet)
         for type_url in PUSH_ORDER:
-            if old is None or old.type_versions[type_url] != snapshot.type_versions[type_url]:
-                bodies.append(_response(snapshot, type_url))
+            if old is not None and old.type_versions[type_url] == snapshot.type_versions[type_url]:
+                continue
+            resources = snapshot.of_type(type_url).values()
+            if old is not None and type_url == ROUTE:
+                held = old.of_type(ROUTE)
+                resources = [r for r in resources if r.name not in held or held[r.name].digest != r.digest]
+            version = snapshot.type_versions[type_url]
+            bodies.append(response_body(version, type_url, [r.body for r in resources], control_plane))
     return bodies
-
-
-def _response(snapshot: Snapshot, type_url: str) -> bytes:
-    resources: list[XdsResource] = list(snapshot.of_type(type_url).values())
-    response = discovery_pb2.DiscoveryResponse(
-        version_info=snapshot.type_versions[type_url],
-        type_url=type_url,
-        resources=[any_pb2.Any(type_url=type_url, value=r.body) for r in resources],
-    )
-    response.control_plane.identifier = "gateway-reconciler"
-    return bytes(response.SerializeToString())
 
 
 def _rds_floor(repo: SyntheticRepo, changed: VirtualService) -> list[bytes]:

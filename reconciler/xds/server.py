@@ -70,9 +70,7 @@ class AdsServer:
     """Serves each node the snapshot assigned to it: its fleet's snapshot unless a node override is set."""
 
     def __init__(self, identifier: str = "gateway-reconciler") -> None:
-        self._control_plane = length_delimited(
-            _RESPONSE_FIELDS["control_plane"].number, base_pb2.ControlPlane(identifier=identifier).SerializeToString()
-        )
+        self._control_plane = control_plane_field(identifier)
         self._fleet_snapshots: dict[str, Snapshot] = {}
         self._node_snapshots: dict[tuple[str, str], Snapshot] = {}
         self._known_fleets: set[str] = set()
@@ -372,6 +370,12 @@ def _delta_base(type_url: str, state: TypeState, resources: Mapping[str, XdsReso
 
 _RESPONSE_FIELDS = discovery_pb2.DiscoveryResponse.DESCRIPTOR.fields_by_name
 _ANY_FIELDS = any_pb2.Any.DESCRIPTOR.fields_by_name
+
+
+def control_plane_field(identifier: str) -> bytes:
+    """DiscoveryResponse.control_plane naming this server, encoded once for every response body."""
+    control_plane = base_pb2.ControlPlane(identifier=identifier).SerializeToString()
+    return length_delimited(_RESPONSE_FIELDS["control_plane"].number, control_plane)
 
 
 def response_body(version: str, type_url: str, bodies: Iterable[bytes], control_plane: bytes) -> bytes:
