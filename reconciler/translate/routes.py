@@ -18,7 +18,7 @@ from google.protobuf import struct_pb2, wrappers_pb2
 
 from reconciler.config.model import BoundServer, ResolvedConfig, ResolvedVirtualService
 from reconciler.manifests.model import HTTPMatchRequest, HTTPRoute
-from reconciler.protowire import length_delimited
+from reconciler.protowire import field_header
 from reconciler.translate.common import pack
 from reconciler.translate.http_filters import CORS_FILTER, FAULT_FILTER
 from reconciler.translate.route_action import apply_forward, direct_response_action, redirect_action
@@ -121,7 +121,11 @@ def encode_route_config(plan: RouteConfigPlan, encode_virtual_host: VirtualHostE
         ignore_port_in_host_matching=True,
         max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=MAX_DIRECT_RESPONSE_BODY_BYTES),
     ).SerializeToString(deterministic=True)
-    body = b"".join([head, *(length_delimited(VIRTUAL_HOSTS, vhost) for vhost in vhosts), tail])
+    parts = [head]
+    for vhost in vhosts:  # header and bytes as separate parts: each virtual host is copied once, by the join
+        parts += (field_header(VIRTUAL_HOSTS, len(vhost)), vhost)
+    parts.append(tail)
+    body = b"".join(parts)
     return XdsResource(ROUTE, plan.name, body, content_digest(body))
 
 
