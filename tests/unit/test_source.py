@@ -340,7 +340,7 @@ def test_read_files_reads_only_the_blobs_a_revision_changed(
     assert len(source.read_files(first)) == 30
     read: list[bytes] = []
     original = git_module._read_blob
-    monkeypatch.setattr(git_module, "_read_blob", lambda blob: read.append(original(blob)) or read[-1])
+    monkeypatch.setattr(git_module, "_read_blob", lambda repo, blob: read.append(original(repo, blob)) or read[-1])
     second = upstream.commit_and_push({"d1/f4.yaml": "n: changed\n", "d2/f5.yaml": None, "new.yaml": "n: new\n"})
     source.fetch()
     files = source.read_files(second)
