@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 # CPython's default (700, 10, 10) runs a full collection each time the surviving objects grew by a quarter,
@@ -35,3 +38,21 @@ def retire_from_collection() -> None:
     """
     gc.collect()
     gc.freeze()
+    _release_free_heap()
+
+
+def _release_free_heap() -> None:
+    """Hand the C heap's free pages back to the OS (glibc's malloc_trim): a build peaks at about twice what it
+    keeps, and freed pages inside the heap otherwise stay in the RSS (10k VS after applying: 984 → 882 MiB)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        return trim
+    except (OSError, AttributeError):  # not glibc: nothing to release this way
+        return None
