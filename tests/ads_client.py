@@ -4,7 +4,7 @@ plays Envoy. SotW and Delta streams share everything but the shape of their requ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -67,3 +67,12 @@ class ScriptedStream(Generic[Request, Response]):
         self._queue.put_nowait(None)
         self.call.cancel()
         self._reader.cancel()
+
+
+async def until(condition: Callable[[], bool], what: Callable[[], str] = lambda: "") -> None:
+    """Poll `condition` on the event loop (every 10 ms, up to 5 s): the server handles requests concurrently."""
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what()}")

@@ -137,14 +137,6 @@ class Control:
 
 
 @pytest.fixture
-def upstreams() -> Iterator[dict[str, EchoServer]]:
-    servers = {name: EchoServer(name).start() for name in ("a", "b")}
-    yield servers
-    for server in servers.values():
-        server.stop()
-
-
-@pytest.fixture
 def control() -> Iterator[Control]:
     control = Control()
     yield control

@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 from reconciler.translate.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
 from reconciler.xds import AdsServer, NodeState, XdsEvent, start_grpc_server
 from reconciler.xds.delta import DeltaTypeState
-from tests.ads_client import ScriptedStream
+from tests.ads_client import ScriptedStream, until
 
 DELTA = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 SOTW = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
@@ -99,12 +99,11 @@ def versions(response: Delta) -> dict[str, str]:
 
 
 async def until_synced(server: AdsServer, version: str, node: str = "n1") -> None:
-    for _ in range(100):
+    def synced() -> bool:
         streams = [s for s in server.nodes("f") if s.node_id == node]
-        if streams and streams[0].synced_version == version and streams[0].state() is NodeState.SYNCED:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{node} never synced {version}: {[s.view() for s in server.nodes('f')]}")
+        return bool(streams) and streams[0].synced_version == version and streams[0].state() is NodeState.SYNCED
+
+    await until(synced, lambda: f"{node} synced {version}: {[s.view() for s in server.nodes('f')]}")
 
 
 async def test_initial_sync_with_per_resource_versions(ads: tuple[AdsServer, grpc.aio.Channel]) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -19,7 +18,7 @@ from reconciler.protowire import length_delimited
 from reconciler.translate.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
 from reconciler.xds import AdsServer, NodeState, XdsEvent, start_grpc_server
 from reconciler.xds.server import response_body
-from tests.ads_client import ScriptedStream
+from tests.ads_client import ScriptedStream, until
 
 METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 
@@ -176,14 +175,6 @@ async def acked(server: AdsServer, envoy: FakeEnvoy, response: discovery_pb2.Dis
     """ACK `response` and wait until the server has taken the ACK."""
     envoy.ack(response, names)
     await until(lambda: server.nodes("f")[0].types[response.type_url].acked_version == response.version_info)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the server never got there")
 
 
 @pytest.mark.parametrize("version", ["v1", ""])
