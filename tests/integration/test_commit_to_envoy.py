@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +119,9 @@ def test_commit_reaches_envoy_and_revert_restores(remote: GitRemote, serving_edg
     fleet = wait_for(lambda: _synced_on(daemon, "edge", reverted), what="node SYNCED on the revert commit")
     assert fleet["nodes"][0]["id"] == envoy.node_id
     assert first != second != reverted
+    built = [json.loads(line) for line in daemon.log().splitlines() if '"revision.built"' in line]
+    assert {entry["revision"] for entry in built} >= {second[:12], reverted[:12]}
+    assert all(entry["build_s"] >= 0 and entry["gate_s"] >= 0 for entry in built)
 
     daemon.stop()  # SIGTERM: a graceful stop
     assert daemon.process is not None and daemon.process.returncode == 0
