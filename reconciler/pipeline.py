@@ -78,6 +78,9 @@ def blocking_errors(findings: Iterable[Finding], config: ResolvedConfig) -> dict
     fleets that resource reaches. Errors we cannot place — a malformed file, a resource that did not load,
     a ServiceEntry or DestinationRule — hold back every fleet, because we cannot show they are harmless.
     """
+    errors = [finding for finding in findings if finding.is_error]
+    if not errors:  # the common case: no need to map what each resource reaches
+        return {}
     reach: dict[str, set[str]] = {}
     fleets_of_gateway: dict[str, set[str]] = {}
     for name, fleet in config.fleets.items():
@@ -90,8 +93,7 @@ def blocking_errors(findings: Iterable[Finding], config: ResolvedConfig) -> dict
         for gateway_ref in vs.gateways:
             reached.update(fleets_of_gateway.get(gateway_ref, ()))
     blocked: dict[str, list[Finding]] = {}
-    for finding in findings:
-        if finding.is_error:
-            for held in reach.get(finding.resource, set(config.fleets)):
-                blocked.setdefault(held, []).append(finding)
+    for finding in errors:
+        for held in reach.get(finding.resource, set(config.fleets)):
+            blocked.setdefault(held, []).append(finding)
     return {held: tuple(errors) for held, errors in blocked.items()}

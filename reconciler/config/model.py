@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from reconciler.diagnostics import Finding, Location
 from reconciler.manifests.model import (
@@ -47,8 +48,8 @@ class ResolvedVirtualService:
     def namespace(self) -> str:
         return self.resource.namespace
 
-    @property
-    def ref(self) -> str:
+    @cached_property
+    def ref(self) -> str:  # cached: every stage asks, for each of up to tens of thousands
         return f"{self.resource.namespace}/{self.resource.name}"
 
 

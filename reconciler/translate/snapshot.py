@@ -58,10 +58,12 @@ def content_digest(*parts: bytes) -> str:
     Each part is length-prefixed so different splits of the same bytes never collide; 16 hex characters
     (64 bits) are plenty to tell a fleet's revisions apart.
     """
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(len(part).to_bytes(8, "big"))
+    if len(parts) == 1:  # a resource's body, up to megabytes: hash it where it lies
+        (part,) = parts
+        h = hashlib.sha256(len(part).to_bytes(8, "big"))
         h.update(part)
+    else:  # a version over thousands of short parts: one call instead of two per part
+        h = hashlib.sha256(b"".join(piece for part in parts for piece in (len(part).to_bytes(8, "big"), part)))
     return h.hexdigest()[:16]
 
 
