@@ -17,17 +17,20 @@ import os
 import posixpath
 import shlex
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import structlog
 from git import Repo
 from git.cmd import Git
 from git.exc import GitCommandError, GitCommandNotFound, InvalidGitRepositoryError, NoSuchPathError
 from git.objects import Tree
 
 from reconciler.redact import redact_text, redact_url, url_secrets
+
+log = structlog.get_logger("reconciler.source")
 
 __all__ = ["Commit", "GitSource", "SourceError", "read_tree_at", "redact_url", "resolve_at"]
 
@@ -186,19 +189,29 @@ def _read_tree(
     kept by the caller between revisions) is read before the object database and filled: a blob id names
     its content, so a revision that changed one file reads one blob (10k files: 0.8 s → milliseconds).
     """
-    read = blobs.read if blobs is not None else _read_blob
+    return _list_tree(repo, _root_tree(repo, sha, path, where), sha, where, suffixes, blobs)
+
+
+def _root_tree(repo: Repo, sha: str, path: str, where: str) -> Tree:
     root: Tree = repo.commit(sha).tree
-    if path:
-        try:
-            node = root / path
-        except KeyError:
-            raise SourceError(
-                f"The folder '{path}' does not exist at commit {sha[:12]} in {where}; "
-                "check the manifests path in the configuration."
-            ) from None
-        if not isinstance(node, Tree):
-            raise SourceError(f"'{path}' is not a folder at commit {sha[:12]} in {where}.")
-        root = node
+    if not path:
+        return root
+    try:
+        node = root / path
+    except KeyError:
+        raise SourceError(
+            f"The folder '{path}' does not exist at commit {sha[:12]} in {where}; "
+            "check the manifests path in the configuration."
+        ) from None
+    if not isinstance(node, Tree):
+        raise SourceError(f"'{path}' is not a folder at commit {sha[:12]} in {where}.")
+    return node
+
+
+def _list_tree(
+    repo: Repo, root: Tree, sha: str, where: str, suffixes: tuple[str, ...] | None, blobs: BlobCache | None
+) -> dict[str, bytes]:
+    read = blobs.read if blobs is not None else _read_blob
     # One `git ls-tree` lists the whole tree (10k files: ~20 ms, where walking Tree objects took ~100 ms).
     try:
         listing = _run(repo.git, ["ls-tree", "-r", "-z", root.hexsha])
@@ -208,13 +221,33 @@ def _read_tree(
     for entry in listing.split("\0"):
         meta, _, name = entry.partition("\t")
         mode, kind, blob_id = meta.split(" ") if meta else ("0", "", "")
-        if (
-            kind == "blob"
-            and int(mode, 8) & _FILE_TYPE_MASK == _REGULAR_FILE
-            and (suffixes is None or name.endswith(suffixes))
-        ):
+        if kind == "blob" and _is_wanted(mode, name, suffixes):
             files[name] = read(repo, blob_id)
     return dict(sorted(files.items()))
+
+
+def _patched_tree(
+    repo: Repo, old_root: str, old_files: Mapping[str, bytes], new_root: str, suffixes: tuple[str, ...] | None
+) -> dict[str, bytes]:
+    """The files of tree `new_root`, from those of `old_root` and one `git diff-tree` between the two: the
+    cost follows the change, not the repository (10k files, one changed: ~30 ms → a few)."""
+    out = _run(repo.git, ["diff-tree", "-r", "-z", "--no-renames", old_root, new_root])
+    files = dict(old_files)
+    reorder = False
+    fields = out.split("\0")
+    for meta, name in zip(fields[0::2], fields[1::2], strict=False):  # ":old-mode new-mode old-id new-id status"
+        _, new_mode, _, blob_id, _ = meta.removeprefix(":").split(" ")
+        if _is_wanted(new_mode, name, suffixes):
+            reorder |= name not in files
+            files[name] = _read_blob(repo, blob_id)
+        elif files.pop(name, None) is not None:
+            reorder = True
+    return dict(sorted(files.items())) if reorder else files
+
+
+def _is_wanted(mode: str, name: str, suffixes: tuple[str, ...] | None) -> bool:
+    """A regular file (not a symlink, submodule or deletion) whose name ends with one of `suffixes`."""
+    return int(mode, 8) & _FILE_TYPE_MASK == _REGULAR_FILE and (suffixes is None or name.endswith(suffixes))
 
 
 def _read_blob(repo: Repo, blob_id: str) -> bytes:
@@ -295,6 +328,7 @@ class GitSource:
         self._ref = f"refs/heads/{branch}"
         self._lock = threading.Lock()
         self._blobs = BlobCache()
+        self._last_read: tuple[str, dict[str, bytes]] | None = None  # (tree of `path`, its files)
         self._check_branch_name()
 
     def __repr__(self) -> str:
@@ -373,11 +407,24 @@ class GitSource:
     def read_files(self, sha: str) -> dict[str, bytes]:
         """Every file under `path` at commit `sha`, any type (the secret scan looks at all of them).
 
-        Unchanged files come from the blobs of the previous calls, by id.
+        The previous call's files, patched by what changed between the two trees; a whole read when that
+        fails. Unchanged files are the very same bytes objects as in the previous result.
         """
         with self._mirror_repo() as repo:
-            self._blobs.next_revision()
-            return _read_tree(repo, _rev_parse(repo, sha, self._where), self.path, self._where, None, self._blobs)
+            commit = _rev_parse(repo, sha, self._where)
+            root = _root_tree(repo, commit, self.path, self._where)
+            last = self._last_read
+            files: dict[str, bytes] | None = None
+            if last is not None:
+                try:
+                    files = _patched_tree(repo, last[0], last[1], root.hexsha, None)
+                except (GitCommandError, ValueError, OSError) as err:
+                    log.warning("source.patch_failed", error=_scrub(str(err), self._url))
+            if files is None:
+                self._blobs.next_revision()
+                files = _list_tree(repo, root, commit, self._where, None, self._blobs)
+            self._last_read = (root.hexsha, files)
+            return dict(files)
 
     def commit(self, sha: str) -> Commit:
         with self._mirror_repo() as repo:

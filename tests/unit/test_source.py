@@ -11,7 +11,7 @@ import http.server
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -348,6 +348,43 @@ def test_read_files_reads_only_the_blobs_a_revision_changed(
     assert len(files) == 30 and files["d1/f4.yaml"] == b"n: changed\n" and "d2/f5.yaml" not in files
     assert files["d0/f3.yaml"] == b"n: 3\n"
     assert source.read_files(first)["d1/f4.yaml"] == b"n: 4\n"  # back to a revision read before: its blob
+
+
+def test_read_files_follows_every_kind_of_change_like_a_fresh_read(
+    upstream: Upstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """read_files patches its previous result with the diff between the trees: after adds, edits, deletions,
+    a file turned into a symlink, an edit outside `path` and a jump back, it equals a fresh source's read."""
+    listings: list[str] = []
+    original = git_module._list_tree
+    monkeypatch.setattr(
+        git_module, "_list_tree", lambda repo, root, *a: listings.append(root.hexsha) or original(repo, root, *a)
+    )
+    source = source_for(upstream, tmp_path, path="m")
+    steps: list[Callable[[], str]] = [
+        lambda: upstream.commit_and_push({"m/a.yaml": "a: 1\n", "m/d/b.yaml": "b: 1\n", "m/notes.txt": "x\n"}),
+        lambda: upstream.commit_and_push({"m/a.yaml": "a: 2\n", "m/d/c.yml": "c: 1\n", "m/notes.txt": None}),
+        lambda: upstream.commit_and_push({"other/z.yaml": "z: 1\n"}),  # nothing under `path` changed
+        lambda: _symlink_and_push(upstream, "m/d/b.yaml", "../a.yaml"),
+        lambda: upstream.commit_and_push({"m/d/b.yaml": None, "m/e/f.yaml": "f: 1\n"}),
+    ]
+    shas = []
+    for step in steps:
+        shas.append(step())
+        source.fetch()
+        fresh = source_for(upstream, tmp_path, path="m", cache=f"fresh-{len(shas)}")
+        fresh.fetch()
+        assert source.read_files(shas[-1]) == fresh.read_files(shas[-1])
+        assert list(source.read_files(shas[-1])) == sorted(fresh.read_files(shas[-1]))
+    assert source.read_files(shas[0]) == {"a.yaml": b"a: 1\n", "d/b.yaml": b"b: 1\n", "notes.txt": b"x\n"}
+    assert len(listings) == 1 + len(steps)  # the source listed its first tree whole, each fresh source one
+
+
+def _symlink_and_push(upstream: Upstream, name: str, target: str) -> str:
+    link = upstream.work / name
+    link.unlink()
+    link.symlink_to(target)
+    return upstream.commit_and_push({})
 
 
 # -- commit, resolve, changed_paths -----------------------------------------------------------------------
