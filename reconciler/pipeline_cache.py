@@ -24,7 +24,7 @@ from reconciler.manifests.model import Resource
 from reconciler.memo import Memo, Same
 from reconciler.translate.clusters import encode_service_clusters
 from reconciler.translate.memos import TranslateMemos
-from reconciler.translate.routes import Proxy, VirtualHostPlan, encode_plain_virtual_host, vs_routes
+from reconciler.translate.routes import Proxy, VirtualHostPlan, virtual_host_entry, vs_routes
 from reconciler.translate.snapshot import XdsResource
 from reconciler.validation import ValidationMemo
 
@@ -75,13 +75,13 @@ class BuildCache:
     def http_routes(
         self, config: ResolvedConfig, vs: ResolvedVirtualService, port: int, gateway: str, proxy: Proxy, is_tls: bool
     ) -> tuple[rc.Route, ...]:
-        key = (Same(vs), port, gateway, (tuple(sorted(proxy.labels.items())), proxy.namespace), is_tls)
+        key = (Same(vs), port, gateway, proxy.key, is_tls)
         return self.routes.get(key, lambda: vs_routes(config, vs, port, gateway, proxy, is_tls))
 
     def virtual_host(self, plan: VirtualHostPlan) -> bytes:
         # The route tuples come from `http_routes`: the same objects exactly when their inputs are unchanged.
         key = (plan.host, plan.port, plan.require_tls, tuple(Same(routes) for routes in plan.routes))
-        return self.virtual_hosts.get(key, lambda: encode_plain_virtual_host(plan))
+        return self.virtual_hosts.get(key, lambda: virtual_host_entry(plan))
 
     def clusters_of(self, service: Service, rule: ResolvedDestinationRule | None) -> tuple[XdsResource, ...]:
         key = (service.host, Same(service.source), tuple(Same(s) for s in rule.sources) if rule else ())

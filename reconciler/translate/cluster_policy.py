@@ -18,7 +18,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from reconciler.config import hosts
 from reconciler.config.model import ResolvedConfig, ResolvedDestinationRule
 from reconciler.manifests.model import ConsistentHashLB, Destination, DestinationRuleSpec, TrafficPolicy
-from reconciler.translate.common import destination_port, duration
+from reconciler.translate.common import duration
 
 _FIELDS = ("load_balancer", "connection_pool", "outlier_detection", "tls")
 
@@ -30,6 +30,8 @@ def _for_port(policy: TrafficPolicy | None, port: int) -> tuple[TrafficPolicy | 
     for setting in policy.port_level_settings:
         if setting.port is not None and setting.port.number == port:
             return TrafficPolicy(**{name: getattr(setting, name) for name in _FIELDS}), True
+    if not policy.port_level_settings:  # already what the copy below would be: skip the copy (hot path)
+        return policy, False
     return dataclasses.replace(policy, port_level_settings=[]), False
 
 
@@ -60,25 +62,22 @@ def rule_for(config: ResolvedConfig, host: str) -> ResolvedDestinationRule | Non
     return config.destination_rules[hosts.most_specific_first(covering)[0]] if covering else None
 
 
-def destination_policy(config: ResolvedConfig, destination: Destination, listener_port: int) -> TrafficPolicy | None:
+def consistent_hash(config: ResolvedConfig, destination: Destination, port: int) -> ConsistentHashLB | None:
+    """The consistent-hash setting of the cluster `destination` routes to on service port `port`."""
     rule = rule_for(config, destination.host)
-    port = destination_port(config, destination, listener_port)
-    return effective_policy(rule.spec if rule else None, destination.subset, port)
-
-
-def consistent_hash(config: ResolvedConfig, destination: Destination, listener_port: int) -> ConsistentHashLB | None:
-    policy = destination_policy(config, destination, listener_port)
-    balancer = policy.load_balancer if policy else None
-    return balancer.consistent_hash if balancer else None
+    policy = effective_policy(rule.spec, destination.subset, port) if rule is not None else None
+    balancer = policy.load_balancer if policy is not None else None
+    return balancer.consistent_hash if balancer is not None else None
 
 
 def hash_policies(
-    config: ResolvedConfig, destinations: Iterable[Destination], listener_port: int
+    config: ResolvedConfig, targets: Iterable[tuple[Destination, int]]
 ) -> list[rc.RouteAction.HashPolicy]:
-    """The route's `hash_policy`: one per distinct hash key among the destinations' consistent-hash settings."""
+    """The route's `hash_policy`: one per distinct hash key among the consistent-hash settings of the
+    destinations, each given with its service port (`common.destination_port`)."""
     out: list[rc.RouteAction.HashPolicy] = []
-    for destination in destinations:
-        hashed = consistent_hash(config, destination, listener_port)
+    for destination, port in targets:
+        hashed = consistent_hash(config, destination, port)
         policy = _hash_policy(hashed) if hashed else None
         # istiod appends one per destination; a repeat of the same key adds nothing but noise.
         if policy is not None and policy not in out:

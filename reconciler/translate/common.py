@@ -32,6 +32,11 @@ def duration(value: Duration) -> duration_pb2.Duration:
     return duration_pb2.Duration(seconds=value.nanos // 1_000_000_000, nanos=value.nanos % 1_000_000_000)
 
 
+def set_duration(target: duration_pb2.Duration, value: Duration) -> None:
+    """Write `value` into a message's Duration field (set even when zero): cheaper than building one and copying."""
+    target.seconds, target.nanos = divmod(value.nanos, 1_000_000_000)
+
+
 def seconds(value: float) -> duration_pb2.Duration:
     return duration(Duration(int(value * 1_000_000_000)))
 

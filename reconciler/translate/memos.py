@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reconciler.translate.clusters import ServiceClusters, encode_service_clusters
-from reconciler.translate.routes import HttpRoutes, VirtualHostEncoder, encode_plain_virtual_host, vs_routes
+from reconciler.translate.routes import HttpRoutes, VirtualHostEncoder, virtual_host_entry, vs_routes
 
 
 @dataclass(frozen=True)
 class TranslateMemos:
     http_routes: HttpRoutes = vs_routes  # one VirtualService's routes on one gateway port
-    virtual_host: VirtualHostEncoder = encode_plain_virtual_host  # one virtual host's serialized bytes
+    virtual_host: VirtualHostEncoder = virtual_host_entry  # one virtual host's serialized entry
     service_clusters: ServiceClusters = encode_service_clusters  # one service's clusters and endpoints

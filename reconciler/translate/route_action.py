@@ -11,7 +11,6 @@ import base64
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
-from envoy.type.matcher.v3 import regex_pb2
 from google.protobuf import wrappers_pb2
 
 from reconciler.config.model import ResolvedConfig
@@ -25,9 +24,9 @@ from reconciler.manifests.model import (
     Percent,
 )
 from reconciler.translate.cluster_policy import hash_policies
-from reconciler.translate.common import destination_cluster, duration
+from reconciler.translate.common import cluster_name, destination_cluster, destination_port, set_duration
 from reconciler.translate.route_headers import header_ops
-from reconciler.translate.route_policies import fractional_percent, retry_policy, whole_percent
+from reconciler.translate.route_policies import apply_retry_policy, fractional_percent, whole_percent
 
 REDIRECT_CODES = {
     0: rc.RedirectAction.MOVED_PERMANENTLY,  # Istio's default
@@ -38,33 +37,39 @@ REDIRECT_CODES = {
     308: rc.RedirectAction.PERMANENT_REDIRECT,
 }
 DEFAULT_PORTS = {"http": 80, "https": 443}
+NO_TIMEOUT = Duration(0)  # istiod writes an explicit 0 (no timeout) when the rule sets none
 
 
 def apply_forward(route: rc.Route, config: ResolvedConfig, rule: HTTPRoute, port: int, authority: str) -> None:
     """Route to the rule's destinations. `authority` is the route-level `:authority` header set, if any."""
     action = route.route
-    action.timeout.CopyFrom(duration(rule.timeout or Duration(0)))
+    set_duration(action.timeout, rule.timeout or NO_TIMEOUT)
     # gRPC calls may shorten the timeout with their grpc-timeout header, up to this bound (0: unbounded). istiod
     # uses this deprecated field: its replacement, max_stream_duration.grpc_timeout_header_max, makes Envoy
     # 1.40 ignore the route timeout of plain HTTP requests (measured in test_http_resilience.py).
     action.max_grpc_timeout.CopyFrom(action.timeout)
     _apply_rewrite(action, rule, authority)
-    action.request_mirror_policies.extend(_mirror_policies(config, rule, port))
-    _apply_destinations(route, config, rule.route, port)
+    if rule.mirror is not None or rule.mirrors:
+        action.request_mirror_policies.extend(_mirror_policies(config, rule, port))
+    destinations = rule.route
+    # Each destination's service port, found once: the cluster name and the hash policy both need it.
+    ports = [destination_port(config, d.destination, port) for d in destinations]
+    _apply_destinations(route, destinations, ports)
     # DestinationRule consistent hash: the hash keys of the routed destinations (cluster_policy.py). Like
     # istiod, only a single hashed destination keeps retries on the same host.
-    routed = [d.destination for d in rule.route if d.weight or len(rule.route) == 1]
-    action.hash_policy.extend(hash_policies(config, routed, port))
-    policy = retry_policy(rule.retries, consistent_hash=len(rule.route) == 1 and bool(action.hash_policy))
-    if policy is not None:
-        action.retry_policy.CopyFrom(policy)
+    single = len(destinations) == 1
+    routed = [(d.destination, p) for d, p in zip(destinations, ports, strict=True) if d.weight or single]
+    hashing = hash_policies(config, routed)
+    if hashing:
+        action.hash_policy.extend(hashing)
+    apply_retry_policy(action, rule.retries, consistent_hash=single and bool(hashing))
 
 
 def _apply_rewrite(action: rc.RouteAction, rule: HTTPRoute, authority: str) -> None:
     rewrite = rule.rewrite
     if rewrite is not None:
         if rewrite.uri_regex_rewrite is not None:
-            action.regex_rewrite.pattern.CopyFrom(regex_pb2.RegexMatcher(regex=rewrite.uri_regex_rewrite.match))
+            action.regex_rewrite.pattern.regex = rewrite.uri_regex_rewrite.match
             action.regex_rewrite.substitution = rewrite.uri_regex_rewrite.rewrite
         elif rewrite.uri:
             # After an exact (path) match Envoy replaces the whole path, after a prefix match only the prefix.
@@ -74,31 +79,28 @@ def _apply_rewrite(action: rc.RouteAction, rule: HTTPRoute, authority: str) -> N
         action.host_rewrite_literal = authority
 
 
-def _apply_destinations(
-    route: rc.Route, config: ResolvedConfig, destinations: list[HTTPRouteDestination], port: int
-) -> None:
+def _apply_destinations(route: rc.Route, destinations: list[HTTPRouteDestination], ports: list[int]) -> None:
     action = route.route
     if len(destinations) == 1:
         # One destination takes all traffic whatever its weight; its headers join the route's.
-        only = destinations[0]
-        action.cluster = destination_cluster(config, only.destination, port)
-        ops = header_ops(only.headers)
+        only = destinations[0].destination
+        action.cluster = cluster_name(ports[0], only.subset, only.host)
+        ops = header_ops(destinations[0].headers)
         ops.apply(route)
         if ops.authority and not action.host_rewrite_literal:
             action.host_rewrite_literal = ops.authority
         return
-    for weighted in destinations:
+    clusters = action.weighted_clusters.clusters
+    for weighted, port in zip(destinations, ports, strict=True):
         if weighted.weight == 0:  # istiod drops 0-weight destinations; Envoy normalises the other weights
             continue
-        cluster = rc.WeightedCluster.ClusterWeight(
-            name=destination_cluster(config, weighted.destination, port),
-            weight=wrappers_pb2.UInt32Value(value=weighted.weight),
-        )
+        destination = weighted.destination
+        cluster = clusters.add(name=cluster_name(port, destination.subset, destination.host))
+        cluster.weight.value = weighted.weight
         ops = header_ops(weighted.headers)
         ops.apply(cluster)
         if ops.authority:
             cluster.host_rewrite_literal = ops.authority
-        action.weighted_clusters.clusters.append(cluster)
 
 
 def _mirror_policies(config: ResolvedConfig, rule: HTTPRoute, port: int) -> list[rc.RouteAction.RequestMirrorPolicy]:

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
-from google.protobuf import wrappers_pb2
 
 from reconciler.config.resolve import resolve_gateway_name
 from reconciler.manifests.model import HTTPMatchRequest, StringMatch
@@ -16,39 +15,39 @@ from reconciler.manifests.model import HTTPMatchRequest, StringMatch
 PSEUDO_HEADER_FIELDS = ((":method", "method"), (":authority", "authority"), (":scheme", "scheme"))
 
 
-def route_match(match: HTTPMatchRequest | None) -> rc.RouteMatch:
-    out = rc.RouteMatch(prefix="/")
-    if match is None:  # a rule without `match` (istiod leaves case_sensitive unset here)
-        return out
-    uri = match.uri
-    if uri is not None and uri.exact is not None:
+def set_route_match(out: rc.RouteMatch, match: HTTPMatchRequest | None) -> None:
+    """Fill a route's (empty) `match` in place: building a RouteMatch apart and copying it in costs more."""
+    uri = match.uri if match is not None else None
+    if uri is None or (uri.exact is None and uri.prefix is None and uri.regex is None):
+        out.prefix = "/"
+    elif uri.exact is not None:
         out.path = uri.exact
-    elif uri is not None and uri.prefix is not None:
+    elif uri.prefix is not None:
         out.prefix = uri.prefix
-    elif uri is not None and uri.regex is not None:
-        out.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=uri.regex))
-    out.case_sensitive.CopyFrom(wrappers_pb2.BoolValue(value=not match.ignore_uri_case))
-    headers = [_header(name, value) for name, value in match.headers.items()]
-    headers += [_without_header(name, value) for name, value in match.without_headers.items()]
-    out.headers.extend(sorted(headers, key=lambda h: h.name))  # sorted for stable output
+    else:
+        out.safe_regex.regex = uri.regex or ""
+    if match is None:  # a rule without `match` (istiod leaves case_sensitive unset here)
+        return
+    out.case_sensitive.value = not match.ignore_uri_case
+    if match.headers or match.without_headers:
+        headers = [_header(name, value) for name, value in match.headers.items()]
+        headers += [_without_header(name, value) for name, value in match.without_headers.items()]
+        out.headers.extend(sorted(headers, key=lambda h: h.name))  # sorted for stable output
     for pseudo, attribute in PSEUDO_HEADER_FIELDS:
         value: StringMatch | None = getattr(match, attribute)
         if value is not None:
             out.headers.append(_header(pseudo, value))
-    out.query_parameters.extend(_query(name, match.query_params[name]) for name in sorted(match.query_params))
-    return out
+    if match.query_params:
+        out.query_parameters.extend(_query(name, match.query_params[name]) for name in sorted(match.query_params))
 
 
 def is_catch_all(match: rc.RouteMatch) -> bool:
     """istiod's IsCatchAllRoute: prefix `/` or regex `.*`, with no header, query or metadata condition."""
-    if match.headers or match.query_parameters or match.dynamic_metadata:
+    # The path first: it rules out nearly every route. An unset oneof member reads as "", so each test also
+    # checks which member is set.
+    if match.prefix != "/" and match.safe_regex.regex != ".*":
         return False
-    kind = match.WhichOneof("path_specifier")
-    if kind == "prefix":
-        return bool(match.prefix == "/")
-    if kind == "safe_regex":
-        return bool(match.safe_regex.regex == ".*")
-    return False
+    return not (match.headers or match.query_parameters or match.dynamic_metadata)
 
 
 def match_applies(
@@ -61,6 +60,8 @@ def match_applies(
     """
     if match.gateways:
         return gateway in {resolve_gateway_name(g, vs_namespace) for g in match.gateways}
+    if not match.source_labels and not match.source_namespace:  # the common case, once per route
+        return True
     labels_match = all(proxy_labels.get(k) == v for k, v in match.source_labels.items())
     return labels_match and match.source_namespace in ("", proxy_namespace)
 

@@ -13,7 +13,7 @@ from google.protobuf import wrappers_pb2
 
 from reconciler.manifests.model import CorsPolicy, HTTPFaultInjection, HTTPRetry, Percent, StringMatch
 from reconciler.manifests.status_codes import GRPC_STATUS_CODES, is_known_http_status
-from reconciler.translate.common import duration, pack
+from reconciler.translate.common import duration, pack, set_duration
 from reconciler.translate.route_match import string_matcher
 
 # istiod's default retry policy on every route that sets none (route/retry/retry.go, 503 excluded by default).
@@ -23,19 +23,31 @@ HOST_SELECTION_RETRY_MAX_ATTEMPTS = 5
 RETRIABLE_STATUS_CODES = "retriable-status-codes"
 
 
-def retry_policy(retries: HTTPRetry | None, consistent_hash: bool = False) -> rc.RetryPolicy | None:
-    """The policy of `retries`, istiod's default when unset, None when `attempts` is 0 (retries disabled).
+PREVIOUS_HOSTS_PREDICATE = rc.RetryPolicy.RetryHostPredicate(
+    name="envoy.retry_host_predicates.previous_hosts", typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate())
+)
+PREVIOUS_PRIORITIES = rc.RetryPolicy.RetryPriority(
+    name="envoy.retry_priorities.previous_priorities",
+    typed_config=pack(previous_priorities_config_pb2.PreviousPrioritiesConfig(update_frequency=2)),
+)
+
+
+def apply_retry_policy(action: rc.RouteAction, retries: HTTPRetry | None, consistent_hash: bool = False) -> None:
+    """Set the policy of `retries`, istiod's default when unset, none when `attempts` is 0 (retries disabled).
 
     With a consistent-hash destination the retry must stay on the hashed host, so istiod leaves out the
     previous-hosts predicate there.
     """
-    if retries is not None and retries.attempts <= 0:
-        return None
-    policy = rc.RetryPolicy(
-        retry_on=DEFAULT_RETRY_ON,
-        num_retries=wrappers_pb2.UInt32Value(value=DEFAULT_RETRY_ATTEMPTS),
-        host_selection_retry_max_attempts=HOST_SELECTION_RETRY_MAX_ATTEMPTS,
-    )
+    if retries is None:
+        action.retry_policy.CopyFrom(_DEFAULT_POLICIES[consistent_hash])
+    elif retries.attempts > 0:
+        _fill_retry_policy(action.retry_policy, retries, consistent_hash)
+
+
+def _fill_retry_policy(policy: rc.RetryPolicy, retries: HTTPRetry | None, consistent_hash: bool) -> None:
+    policy.retry_on = DEFAULT_RETRY_ON
+    policy.num_retries.value = DEFAULT_RETRY_ATTEMPTS
+    policy.host_selection_retry_max_attempts = HOST_SELECTION_RETRY_MAX_ATTEMPTS
     ignore_previous_hosts = not consistent_hash
     if retries is not None:
         policy.num_retries.value = retries.attempts
@@ -46,26 +58,26 @@ def retry_policy(retries: HTTPRetry | None, consistent_hash: bool = False) -> rc
             policy.retry_on = ",".join(tokens)
             policy.retriable_status_codes.extend(codes)
         if retries.per_try_timeout is not None:
-            policy.per_try_timeout.CopyFrom(duration(retries.per_try_timeout))
+            set_duration(policy.per_try_timeout, retries.per_try_timeout)
         if retries.retry_ignore_previous_hosts is not None:
             ignore_previous_hosts = retries.retry_ignore_previous_hosts
         if retries.retry_remote_localities:
-            policy.retry_priority.CopyFrom(
-                rc.RetryPolicy.RetryPriority(
-                    name="envoy.retry_priorities.previous_priorities",
-                    typed_config=pack(previous_priorities_config_pb2.PreviousPrioritiesConfig(update_frequency=2)),
-                )
-            )
+            policy.retry_priority.CopyFrom(PREVIOUS_PRIORITIES)
         if retries.backoff is not None:
-            policy.retry_back_off.base_interval.CopyFrom(duration(retries.backoff))
+            set_duration(policy.retry_back_off.base_interval, retries.backoff)
     if ignore_previous_hosts:
-        policy.retry_host_predicate.append(
-            rc.RetryPolicy.RetryHostPredicate(
-                name="envoy.retry_host_predicates.previous_hosts",
-                typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()),
-            )
-        )
+        policy.retry_host_predicate.append(PREVIOUS_HOSTS_PREDICATE)
+
+
+def _default_policy(consistent_hash: bool) -> rc.RetryPolicy:
+    policy = rc.RetryPolicy()
+    _fill_retry_policy(policy, None, consistent_hash)
     return policy
+
+
+# istiod's default, built once: most routes set no retries, and copying a policy in costs a fraction of
+# building it. Only ever copied from, never handed out.
+_DEFAULT_POLICIES = {hashed: _default_policy(hashed) for hashed in (False, True)}
 
 
 def _split_retry_on(retry_on: str) -> tuple[list[str], list[int]]:

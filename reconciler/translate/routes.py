@@ -11,19 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
+from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import struct_pb2, wrappers_pb2
 
 from reconciler.config.model import BoundServer, ResolvedConfig, ResolvedVirtualService
 from reconciler.manifests.model import HTTPMatchRequest, HTTPRoute
-from reconciler.protowire import field_header
+from reconciler.protowire import length_delimited
 from reconciler.translate.common import pack
 from reconciler.translate.http_filters import CORS_FILTER, FAULT_FILTER
 from reconciler.translate.route_action import apply_forward, direct_response_action, redirect_action
 from reconciler.translate.route_headers import header_ops
-from reconciler.translate.route_match import is_catch_all, match_applies, route_match
+from reconciler.translate.route_match import is_catch_all, match_applies, set_route_match
 from reconciler.translate.route_policies import cors_config, fault_config
 from reconciler.translate.snapshot import ROUTE, XdsResource, content_digest
 
@@ -42,6 +44,11 @@ class Proxy:
 
     labels: Mapping[str, str]
     namespace: str
+
+    @cached_property
+    def key(self) -> tuple[tuple[tuple[str, str], ...], str]:
+        """Hashable, for caches: computed once per proxy, not once per VirtualService."""
+        return tuple(sorted(self.labels.items())), self.namespace
 
 
 HttpRoutes = Callable[[ResolvedConfig, ResolvedVirtualService, int, str, Proxy, bool], Sequence[rc.Route]]
@@ -70,7 +77,7 @@ class RouteConfigPlan:
     virtual_hosts: list[VirtualHostPlan]
 
 
-VirtualHostEncoder = Callable[[VirtualHostPlan], bytes]
+VirtualHostEncoder = Callable[[VirtualHostPlan], bytes]  # a virtual host's entry in its RouteConfiguration
 
 
 def plan_route_config(
@@ -90,13 +97,14 @@ def plan_route_config(
     for bound in servers:
         proxy = _proxy_of(config, bound)
         is_tls = bound.server.port.protocol.upper() == "HTTPS"
+        gateway = bound.gateway.ref
         for host, virtual_services in bound.virtual_hosts:
             for vs in virtual_services:
-                key = (host, bound.gateway.ref, vs.ref)
+                key = (host, gateway, vs.ref)
                 if key in built:  # the same VS through a second server of this gateway on this port
                     continue
                 built.add(key)
-                routes = routes_of(config, vs, port, bound.gateway.ref, proxy, is_tls)
+                routes = routes_of(config, vs, port, gateway, proxy, is_tls)
                 if routes:  # none, e.g. when every match is for another port: istiod skips the VS, vhost and all
                     vhosts.setdefault(host, []).append(routes)
     return RouteConfigPlan(name, port, [VirtualHostPlan(h, port, tuple(vhosts[h])) for h in sorted(vhosts)])
@@ -110,23 +118,25 @@ def encode_route_config(plan: RouteConfigPlan, encode_virtual_host: VirtualHostE
     deterministic serialization of the whole message — while an unchanged virtual host's bytes can come
     from a cache instead of re-serializing megabytes (tests/unit/test_route_config_encoding.py).
     """
-    encode = encode_virtual_host or encode_plain_virtual_host
+    encode = encode_virtual_host or virtual_host_entry
     if plan.virtual_hosts:
-        vhosts = [encode(vhost) for vhost in plan.virtual_hosts]
+        entries = [encode(vhost) for vhost in plan.virtual_hosts]
     else:  # no VirtualService routes here: answer 404 rather than leave a listener without routes
-        vhosts = [rc.VirtualHost(name=f"{BLACKHOLE}:{plan.port}", domains=["*"]).SerializeToString()]
+        blackhole = rc.VirtualHost(name=f"{BLACKHOLE}:{plan.port}", domains=["*"])
+        entries = [length_delimited(VIRTUAL_HOSTS, blackhole.SerializeToString())]
     head = route_pb2.RouteConfiguration(name=plan.name).SerializeToString(deterministic=True)
     tail = route_pb2.RouteConfiguration(
         validate_clusters=wrappers_pb2.BoolValue(value=False),
         ignore_port_in_host_matching=True,
         max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=MAX_DIRECT_RESPONSE_BODY_BYTES),
     ).SerializeToString(deterministic=True)
-    parts = [head]
-    for vhost in vhosts:  # header and bytes as separate parts: each virtual host is copied once, by the join
-        parts += (field_header(VIRTUAL_HOSTS, len(vhost)), vhost)
-    parts.append(tail)
-    body = b"".join(parts)
+    body = b"".join([head, *entries, tail])
     return XdsResource(ROUTE, plan.name, body, content_digest(body))
+
+
+def virtual_host_entry(plan: VirtualHostPlan) -> bytes:
+    """The virtual host as field `virtual_hosts` of a RouteConfiguration: tag, length and message, ready to join."""
+    return length_delimited(VIRTUAL_HOSTS, encode_plain_virtual_host(plan))
 
 
 def encode_plain_virtual_host(plan: VirtualHostPlan) -> bytes:
@@ -151,6 +161,7 @@ def build_http_routes(
     A match is dropped on a server of another port, or when its gateways/sourceLabels/sourceNamespace do not
     select this gateway (validation warns about the last two).
     """
+    source = _source_metadata(vs)
     for rule in vs.spec.http:
         matches: list[HTTPMatchRequest | None] = list(rule.match) or [None]
         for match in matches:
@@ -158,7 +169,7 @@ def build_http_routes(
                 continue
             if match is not None and not match_applies(match, vs.namespace, gateway, proxy.labels, proxy.namespace):
                 continue
-            route = _route(config, vs, rule, match, port, is_tls)
+            route = _route(config, source, rule, match, port, is_tls)
             yield route
             if is_catch_all(route.match):
                 return
@@ -166,17 +177,19 @@ def build_http_routes(
 
 def _route(
     config: ResolvedConfig,
-    vs: ResolvedVirtualService,
+    source: bytes,
     rule: HTTPRoute,
     match: HTTPMatchRequest | None,
     port: int,
     is_tls: bool,
 ) -> rc.Route:
     name = rule.name + "." + match.name if match is not None and match.name else rule.name
-    route = rc.Route(name=name, match=route_match(match))
+    route = rc.Route(name=name)
+    set_route_match(route.match, match)
+    # Parsing the VS's serialized metadata is cheaper than copying its map fields from a message.
+    route.metadata.MergeFromString(source)
     if match is not None and match.stat_prefix:
         route.stat_prefix = match.stat_prefix
-    _tag_source(route, vs)
     ops = header_ops(rule.headers)
     ops.apply(route)
     if rule.redirect is not None:
@@ -194,12 +207,14 @@ def _route(
     return route
 
 
-def _tag_source(route: rc.Route, vs: ResolvedVirtualService) -> None:
-    """Lets status and NACK reports point back at the VirtualService, as istioctl shows it."""
+def _source_metadata(vs: ResolvedVirtualService) -> bytes:
+    """Lets status and NACK reports point back at the VirtualService, as istioctl shows it. Serialized, once per
+    VS: every route of it carries the same."""
     path = f"/apis/networking.istio.io/v1/namespaces/{vs.namespace}/virtual-service/{vs.resource.name}"
-    route.metadata.filter_metadata["istio"].CopyFrom(
-        struct_pb2.Struct(fields={"config": struct_pb2.Value(string_value=path)})
+    metadata = base_pb2.Metadata(
+        filter_metadata={"istio": struct_pb2.Struct(fields={"config": struct_pb2.Value(string_value=path)})}
     )
+    return bytes(metadata.SerializeToString(deterministic=True))
 
 
 def _catch_all_last(routes: list[rc.Route]) -> list[rc.Route]:
