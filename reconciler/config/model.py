@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from reconciler.config import hosts
 from reconciler.diagnostics import Finding, Location
 from reconciler.manifests.model import (
     DestinationRuleSpec,
@@ -115,6 +116,12 @@ class ResolvedConfig:
     destination_rules: dict[str, ResolvedDestinationRule]
     virtual_services: tuple[ResolvedVirtualService, ...]
     findings: tuple[Finding, ...] = field(default=())
+
+    @cached_property
+    def wildcard_rule_hosts(self) -> tuple[str, ...]:
+        """The hosts of wildcard DestinationRules, most specific first (sorted once per build: translation asks
+        for every route whose destination has no rule of its own)."""
+        return tuple(hosts.most_specific_first(h for h in self.destination_rules if hosts.is_wildcard(h)))
 
 
 __all__ = [

@@ -58,8 +58,8 @@ def rule_for(config: ResolvedConfig, host: str) -> ResolvedDestinationRule | Non
     exact = config.destination_rules.get(host)
     if exact is not None:
         return exact
-    covering = [h for h in config.destination_rules if hosts.is_wildcard(h) and hosts.subset_of(host, h)]
-    return config.destination_rules[hosts.most_specific_first(covering)[0]] if covering else None
+    covering = next((h for h in config.wildcard_rule_hosts if hosts.subset_of(host, h)), None)
+    return config.destination_rules[covering] if covering is not None else None
 
 
 def consistent_hash(config: ResolvedConfig, destination: Destination, port: int) -> ConsistentHashLB | None:
