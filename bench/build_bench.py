@@ -29,7 +29,7 @@ from reconciler.pipeline import Build, build
 from reconciler.pipeline_cache import BuildCache
 from reconciler.source import GitSource
 from reconciler.translate.snapshot import PUSH_ORDER, ROUTE, Snapshot
-from reconciler.validation.preflight import Preflight
+from reconciler.validation.preflight import Preflight, PreflightOptions
 from reconciler.validation.secrets import SecretScanner
 from reconciler.xds.server import control_plane_field, response_body
 from tests.support import GitRemote
@@ -147,7 +147,7 @@ def one_change(repo: SyntheticRepo, applied: Build, workdir: Path, repeats: int)
     stages: dict[str, list[float]] = {k: [] for k in ("ls_remote", "fetch", "read_tree", "build", "gate",
                                                       "diff_and_bytes")}  # fmt: skip
     totals, rds_floor, vhost_floor, pushed = [], [], [], []
-    preflight = Preflight()
+    preflight = Preflight(PreflightOptions(live=True))  # as the daemon runs it (daemon config preflight.live)
     preflight.check(applied)  # the daemon preflighted the applied revision already: those verdicts are cached
     cache = BuildCache()  # the daemon's cache, which holds the applied revision's work (reconciler/daemon/app.py)
     scanner = SecretScanner()  # the daemon's, which scanned the applied revision

