@@ -130,8 +130,9 @@ def encode_route_config(plan: RouteConfigPlan, encode_virtual_host: VirtualHostE
         ignore_port_in_host_matching=True,
         max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=MAX_DIRECT_RESPONSE_BODY_BYTES),
     ).SerializeToString(deterministic=True)
-    body = b"".join([head, *entries, tail])
-    return XdsResource(ROUTE, plan.name, body, content_digest(body))
+    parts = (head, *entries, tail)
+    body = b"".join(parts)
+    return XdsResource(ROUTE, plan.name, body, content_digest(body), parts)
 
 
 def virtual_host_entry(plan: VirtualHostPlan) -> bytes:

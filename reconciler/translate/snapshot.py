@@ -83,6 +83,9 @@ class XdsResource:
     name: str
     body: bytes  # the serialized message (what goes in Any.value)
     digest: str
+    # When the body was joined from parts (a route configuration: its own fields before and after its virtual
+    # hosts' entries), those parts: the incremental preflight compares them instead of re-parsing megabytes.
+    parts: tuple[bytes, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def of(cls, message: Message) -> XdsResource:

@@ -92,7 +92,7 @@ def changed_virtual_hosts(old: XdsResource | None, new: XdsResource) -> XdsResou
     (all but the virtual hosts) changed."""
     if old is None:
         return new
-    old_fields, new_fields = fields(old.body), fields(new.body)
+    old_fields, new_fields = _fields(old), _fields(new)
     if _own_fields(old_fields) != _own_fields(new_fields):
         return new
     unchanged = {entry for number, entry in old_fields if number == VIRTUAL_HOSTS}
@@ -110,6 +110,15 @@ def changed_virtual_hosts(old: XdsResource | None, new: XdsResource) -> XdsResou
             kept.append(_stub(entry))
     body = b"".join(kept)
     return XdsResource(new.type_url, new.name, body, content_digest(body))
+
+
+def _fields(route_config: XdsResource) -> list[tuple[int, bytes]]:
+    """The route configuration's top-level fields; from the parts translation joined it from when it has them
+    (its own fields before and after the virtual hosts, which need no split: they are compared whole)."""
+    if not route_config.parts:
+        return fields(route_config.body)
+    head, *entries, tail = route_config.parts
+    return [(0, head), *((VIRTUAL_HOSTS, entry) for entry in entries), (0, tail)]
 
 
 def _domains(virtual_host_entry: bytes) -> list[bytes]:

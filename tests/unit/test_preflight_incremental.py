@@ -7,6 +7,7 @@ import shutil
 import signal
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 
 from reconciler.pipeline import Build, build
 from reconciler.protowire import fields
-from reconciler.translate.snapshot import Snapshot, XdsResource
+from reconciler.translate.snapshot import ROUTE, Snapshot, XdsResource
 from reconciler.validation.preflight import Preflight, PreflightOptions
 from reconciler.validation.preflight_delta import changed_virtual_hosts
 from reconciler.validation.preflight_live import LiveEnvoy
@@ -237,6 +238,17 @@ def test_only_unchanged_virtual_hosts_that_may_clash_are_kept_as_stubs() -> None
         clashing.virtual_hosts[1],
         route_components_pb2.VirtualHost(name="vh-2", domains=["x.org"]),
     ]
+
+
+def test_the_parts_a_route_config_was_joined_from_give_what_parsing_it_gives() -> None:
+    old = built(*BASE).snapshots["edge"].of_type(ROUTE)["http.8080"]
+    new = built(vs_with_header("a", "one"), vs_with_header("b", "two")).snapshots["edge"].of_type(ROUTE)["http.8080"]
+    assert old.parts and new.parts  # translation joined them from their virtual hosts
+    parsed = changed_virtual_hosts(replace(old, parts=()), replace(new, parts=()))
+    assert changed_virtual_hosts(old, new) == parsed
+    assert changed_virtual_hosts(old, replace(new, parts=())) == parsed  # e.g. a baseline restored from disk
+    hosts = route_pb2.RouteConfiguration.FromString(parsed.body).virtual_hosts
+    assert [v.name for v in hosts] == ["b.example.com:8080"]
 
 
 def test_changed_route_config_fields_keep_the_whole_route_config() -> None:
