@@ -122,8 +122,10 @@ class SimulatedEnvoy:
     when each (type, version) last arrived."""
 
     def __init__(self, target: str, node: str, names: dict[str, list[str]], protocol: str) -> None:
-        # A private subchannel pool gives each simulated Envoy its own TCP connection, as real Envoys have.
-        self.channel = grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        # A private subchannel pool gives each simulated Envoy its own TCP connection, as real Envoys have; and
+        # like Envoy, no 4 MiB cap on a response (gRPC's default), which stalled the bench from ~2k VS (RDS > 4 MiB).
+        options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", -1)]
+        self.channel = grpc.aio.insecure_channel(target, options=options)
         self.node, self.names, self.delta = node, names, protocol == "delta"
         self.requests: asyncio.Queue[Any] = asyncio.Queue()
         self.received: dict[tuple[str, str], float] = {}

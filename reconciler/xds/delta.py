@@ -1,9 +1,9 @@
 """Incremental ADS (`DeltaAggregatedResources`), on the AdsServer's snapshots, node registry, overrides and events.
 
 Per stream and type (`DeltaTypeState`) the server remembers what the client has: `known` (name → version,
-including what is in flight) and `acked` (what the client confirmed). A push sends only the resources whose
-version differs from `known`, and `removed_resources` for those that left the snapshot. Protocol rules
-(`shared/reference/xds-protocol.md` §1.5-1.8, §1.15):
+including what is in flight) and `acked` (what the client confirmed; the same dict while nothing is in flight).
+A push sends only the resources whose version differs from `known`, and `removed_resources` for those that
+left the snapshot. Protocol rules (`shared/reference/xds-protocol.md` §1.5-1.8, §1.15):
 
 - A resource's version is its content digest (`XdsResource.digest`; for a node's rebound listener, the digest
   of the rebound body), so it means the same on any replica and after a restart.
@@ -27,6 +27,7 @@ version differs from `known`, and `removed_resources` for those that left the sn
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from reconciler.translate.snapshot import (
     WILDCARD_TYPES,
     XdsResource,
 )
-from reconciler.xds.server import AdsServer, Response, XdsEvent, rebound_listener
+from reconciler.xds.server import AdsServer, Response, XdsEvent, rebound_listener, served_type, shared_names
 from reconciler.xds.streams import NodeStream, TypeState
 
 WILDCARD = "*"
@@ -54,6 +55,8 @@ ABSENT = ""  # the version `known` holds for a subscribed name the client was to
 # Removals go after every update, and what points at a resource goes before it.
 REMOVAL_ORDER = (LISTENER, ROUTE, CLUSTER, ENDPOINT, SECRET)
 _CACHE_ENTRIES = 65_536
+# The one empty name set every state starts from and goes back to: each `frozenset()` is a new 216-byte object.
+NO_NAMES: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,14 @@ class Sent:
 class DeltaTypeState(TypeState):
     wildcard: bool = False
     legacy_wildcard: bool = False  # wildcard because the client named nothing yet
-    explicit: set[str] = field(default_factory=set)  # names subscribed by name
+    # Immutable sets, replaced on change: most streams of a fleet share them (an empty set costs 216 bytes).
+    explicit: frozenset[str] = NO_NAMES  # names subscribed by name, interned (`shared_names`)
     known: dict[str, str] = field(default_factory=dict)
+    # While nothing is in flight, `acked` is `known` itself (one dict per type and stream, not two): a send
+    # copies it first.
     acked: dict[str, str] = field(default_factory=dict)
     pending: dict[str, Sent] = field(default_factory=dict)  # by nonce
-    resend: set[str] = field(default_factory=set)  # (re)subscribed names to send even when known
+    resend: frozenset[str] = NO_NAMES  # (re)subscribed names to send even when known
     basis: str = ""  # the type version `known` was last brought to; "" forces a full comparison
     resources_sent: int = 0
 
@@ -88,15 +94,14 @@ class DeltaProtocol:
 
     async def stream(
         self, requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[Response]:
-        async for response in self._ads.serve(requests, context, self.on_request, self.push_changed):
-            yield response
+    ) -> None:
+        await self._ads.serve(requests, context, self.on_request, self.push_changed)
 
     # ------------------------------------------------------------------ requests
 
     def on_request(self, stream: NodeStream, request: discovery_pb2.DeltaDiscoveryRequest) -> list[Response]:
-        type_url = request.type_url
-        if type_url not in PUSH_ORDER:
+        type_url = served_type(request.type_url)
+        if type_url is None:
             return []  # a type we do not serve: stay silent, as for SotW
         state = stream.types.get(type_url)
         if not isinstance(state, DeltaTypeState):
@@ -116,7 +121,7 @@ class DeltaProtocol:
             updates, removed = self._compare(stream, type_url, state, state.resend)
             if updates or removed:
                 responses.append(self._send(stream, type_url, state, updates, removed))
-            state.resend.clear()
+            state.resend = NO_NAMES
         stream.refresh_synced()
         return responses
 
@@ -127,15 +132,18 @@ class DeltaProtocol:
         if sent is None:
             return  # not ours to settle: from before a NACK reset, or a stream restart
         if request.HasField("error_detail"):
-            state.known, state.basis = dict(state.acked), ""
+            state.known, state.basis = state.acked, ""
             state.pending.clear()
             self._ads.record_nack(stream, type_url, state, request.error_detail.message)
             return
-        for name, version in sent.changes.items():
-            if version is None:
-                state.acked.pop(name, None)
-            else:
-                state.acked[name] = version
+        if state.pending:  # more in flight: the client confirmed this response only
+            for name, version in sent.changes.items():
+                if version is None:
+                    state.acked.pop(name, None)
+                else:
+                    state.acked[name] = version
+        else:  # it holds all it was sent
+            state.acked = state.known
         self._settle_version(state)
         stream.refresh_synced()
         event = XdsEvent("ACK", stream.fleet, stream.node_id, type_url, sent.type_version, request.response_nonce,
@@ -146,30 +154,29 @@ class DeltaProtocol:
         self, stream: NodeStream, type_url: str, state: DeltaTypeState, request: discovery_pb2.DeltaDiscoveryRequest
     ) -> None:
         subscribe, unsubscribe = set(request.resource_names_subscribe), set(request.resource_names_unsubscribe)
+        initial = request.initial_resource_versions
         if not state.subscribed:
             state.subscribed = True
-            state.known = dict(request.initial_resource_versions)
-            state.acked = dict(state.known)
+            # Interned: every reconnecting node of a fleet names the same resources at the same versions.
+            state.known = {sys.intern(name): sys.intern(version) for name, version in initial.items()}
+            state.acked = state.known  # the same dict until something is sent (memory per stream)
             state.legacy_wildcard = state.wildcard = type_url in WILDCARD_TYPES and not subscribe and not unsubscribe
         if WILDCARD in subscribe:
             state.wildcard, state.legacy_wildcard = True, False
         elif subscribe and state.legacy_wildcard:  # naming resources ends a legacy wildcard
             state.wildcard = state.legacy_wildcard = False
-        named = subscribe - {WILDCARD}
-        state.explicit |= named
-        state.resend |= named - set(request.initial_resource_versions)  # on a reconnect these say what it has
+        named, dropped = subscribe - {WILDCARD}, unsubscribe - subscribe - {WILDCARD}
+        state.explicit = shared_names((state.explicit | named) - dropped)
+        resend = state.resend | (named - set(initial))  # on a reconnect these say what it has
         if WILDCARD in unsubscribe:
             state.wildcard = state.legacy_wildcard = False
             self._forget(state, [n for n in state.known if n not in state.explicit])
         resources = stream.snapshot.of_type(type_url)
-        for name in unsubscribe - subscribe - {WILDCARD}:
-            state.explicit.discard(name)
-            state.resend.discard(name)
-            if state.wildcard and name in resources:
-                state.resend.add(name)  # still wanted through the wildcard: say so, or the client drops it
-            else:
-                self._forget(state, [name])  # an unsubscribe needs no answer (phantom ones included)
-        state.names = None if state.wildcard else frozenset(state.explicit)
+        # A name dropped but still wanted through the wildcard is said again, or the client drops it.
+        still_wanted = {name for name in dropped if name in resources} if state.wildcard else set()
+        state.resend = (resend - dropped) | still_wanted or NO_NAMES
+        self._forget(state, dropped - still_wanted)  # an unsubscribe needs no answer (phantom ones included)
+        state.names = None if state.wildcard else state.explicit
 
     @staticmethod
     def _forget(state: DeltaTypeState, names: Iterable[str]) -> None:
@@ -210,7 +217,7 @@ class DeltaProtocol:
         state = stream.types.get(ENDPOINT)
         if not isinstance(state, DeltaTypeState):
             state = stream.types[ENDPOINT] = DeltaTypeState()  # a reconnecting Envoy asks for them next
-        state.resend.update(clusters)
+        state.resend |= frozenset(clusters)
 
     def _compare(
         self, stream: NodeStream, type_url: str, state: DeltaTypeState, only: Iterable[str] | None
@@ -247,6 +254,8 @@ class DeltaProtocol:
         changes: dict[str, str | None] = {name: version for name, version, _ in updates}
         for name in removed:
             changes[name] = ABSENT if name in state.explicit else None
+        if changes and state.acked is state.known:  # what goes in flight now is not acknowledged yet
+            state.acked = dict(state.known)
         for name, version in changes.items():
             if version is None:
                 state.known.pop(name, None)
@@ -271,7 +280,7 @@ class DeltaProtocol:
         if version != state.sent_version:
             state.nacked_version = ""  # a NACK was about an earlier push
         state.sent_version = state.basis = version
-        state.resend.clear()
+        state.resend = NO_NAMES
         self._settle_version(state)
 
     @staticmethod

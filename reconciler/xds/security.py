@@ -12,6 +12,7 @@ the next handshake, so rotating the daemon's certificate or the client CA needs 
 
 from __future__ import annotations
 
+import inspect
 import re
 import ssl
 import threading
@@ -24,6 +25,7 @@ import grpc
 import structlog
 
 from reconciler.config.hosts import is_ip_address
+from reconciler.xds.server import RequestReader
 
 __all__ = [
     "NodeAuthorizer",
@@ -217,28 +219,40 @@ class _AuthorizingHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc
             response_serializer=method.response_serializer,
         )
 
-    def _guard(self, stream: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-        async def guarded(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            iterator = aiter(requests)
-            first = await anext(iterator, None)
-            if first is None:
-                return
-            fleet, node = str(first.node.cluster), str(first.node.id)
-            identity = peer_identity(context)
-            refusal = self._authorizer.check(identity, fleet)
-            if refusal is not None:
-                log.warning("xds.unauthorized", fleet=fleet, node=node, identity=str(identity or ""))
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
-            async for response in stream(_chain(first, iterator), context):
-                yield response
+    def _guard(self, stream: Callable[..., Any]) -> Callable[..., Any]:
+        """`stream` behind the check, in its own flavour: a coroutine handler (it writes its responses, as
+        `AdsServer`'s do) or an async generator one (it yields them). Either gets the requests as a
+        `RequestReader`, gRPC's own iterator left unused."""
+        if inspect.isasyncgenfunction(stream):
+
+            async def guarded_generator(_: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+                admitted = await self._admit(context)
+                if admitted is not None:
+                    async for response in stream(admitted, context):
+                        yield response
+
+            return guarded_generator
+
+        async def guarded(_: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
+            admitted = await self._admit(context)
+            if admitted is not None:
+                await stream(admitted, context)
 
         return guarded
 
-
-async def _chain(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    yield first
-    async for item in rest:
-        yield item
+    async def _admit(self, context: grpc.aio.ServicerContext) -> RequestReader | None:
+        """The stream's requests, the first (already read) included, if its node may have the fleet it claims;
+        None if the client sent nothing. A refused stream is aborted (PERMISSION_DENIED)."""
+        first = await anext(RequestReader(context), None)
+        if first is None:
+            return None
+        fleet, node = str(first.node.cluster), str(first.node.id)
+        identity = peer_identity(context)
+        refusal = self._authorizer.check(identity, fleet)
+        if refusal is not None:
+            log.warning("xds.unauthorized", fleet=fleet, node=node, identity=str(identity or ""))
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+        return RequestReader(context, first)
 
 
 # ---------------------------------------------------------------------- Envoy side (bootstrap)

@@ -1,15 +1,18 @@
 """A grpc.aio State-of-the-World ADS server.
 
-One async-generator handler per Envoy stream. A reader task turns incoming requests into queue items;
-snapshot changes arrive on the same queue, so every decision about a stream is made by one coroutine.
+One handler coroutine per Envoy stream reads its requests; they and the snapshot changes of the stream go to
+its `Responder`, which decides and writes the answers one at a time, in arrival order.
 Protocol rules (xDS docs, `shared/reference/xds-protocol.md` §1): ACK vs NACK by `error_detail`,
 requests with a stale nonce are ignored, a NACKed version is never resent (no NACK loops), pushes go in
 make-before-break order (CDS → EDS → LDS → RDS), LDS and CDS are wildcard and always sent whole.
 The same plumbing serves incremental (delta) ADS streams, whose protocol lives in `reconciler.xds.delta`.
 
-Responses are yielded as tuples of byte strings (a shared pre-serialized body, then this stream's nonce) and
-joined by the response serializer: gRPC keeps each stream's last yielded message alive while the stream is
-idle, and a small tuple holding a shared body costs nothing, where a per-stream copy costs its whole size.
+Responses are tuples of byte strings (a shared pre-serialized body, then this stream's nonce), joined by the
+response serializer only as gRPC sends them: a stream holds no copy of a body of its own.
+
+Memory per connected Envoy is what bounds a server's fan-out (issue 6: ≤ 50 KB per idle stream, measured by
+bench/fanout.py), so an idle stream keeps little: no task or queue of its own (see `Responder`), no request,
+shared name sets and type URLs, and two metadata fields of its node.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import structlog
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf import any_pb2, json_format
+from google.protobuf import any_pb2
 
 from reconciler.protowire import field_header, length_delimited
 from reconciler.translate.snapshot import LISTENER, PUSH_ORDER, ROUTE, WILDCARD_TYPES, Snapshot, XdsResource
@@ -41,7 +44,9 @@ DEFAULT_BIND_PREFIX = "0.0.0.0_"
 _NAME_SETS: dict[frozenset[str], frozenset[str]] = {}
 _MAX_NAME_SETS = 4096
 _SNAPSHOT_CHANGED = object()
-_END = object()
+_SERVED_TYPES = {type_url: type_url for type_url in PUSH_ORDER}
+# Of a node's metadata, what the server reads (NodeStream.admin_url, .listen_address); the rest is not kept.
+_NODE_METADATA_KEYS = ("admin_url", "listen_address")
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,103 @@ RequestHandler = Callable[[NodeStream, Any], list[Response]]
 PushHandler = Callable[[NodeStream], list[Response]]
 
 
+class RequestReader:
+    """A stream's requests, read with `context.read()`, after `first` if given (one an outer handler read).
+
+    gRPC's own request iterator keeps the last request alive while it waits for the next: for an idle Envoy,
+    its last ACK, which names every resource of that type it holds (~1 KB in bench/fanout.py, hundreds of KB
+    for the endpoints of 10k clusters). This keeps none.
+    """
+
+    __slots__ = ("_context", "_first")
+
+    def __init__(self, context: grpc.aio.ServicerContext, first: Any = None) -> None:
+        self._context, self._first = context, first
+
+    def __aiter__(self) -> RequestReader:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        request = await self._context.read()
+        if request is grpc.aio.EOF:
+            raise StopAsyncIteration
+        return request
+
+
+class Responder:
+    """Answers one stream: its requests and snapshot changes, one at a time and in the order they came, each
+    answer written before the next is decided, so responses go out in the order they were decided.
+
+    It works in a task that lives only while there is something to answer. An idle stream then holds no task,
+    queue or generator of its own, just its handler waiting for the next request: a reader task feeding an
+    asyncio.Queue cost ~2 KB more per connected Envoy. Only the event loop touches it.
+    """
+
+    __slots__ = (
+        "_ads",
+        "_context",
+        "_handler",
+        "_items",
+        "_on_request",
+        "_push_changed",
+        "_stream",
+        "_task",
+        "failure",
+    )
+
+    def __init__(
+        self,
+        ads: AdsServer,
+        stream: NodeStream,
+        context: grpc.aio.ServicerContext,
+        on_request: RequestHandler,
+        push_changed: PushHandler,
+    ) -> None:
+        self._ads, self._stream, self._context = ads, stream, context
+        self._on_request, self._push_changed = on_request, push_changed
+        self._handler = asyncio.current_task()  # the stream's handler, which ends the RPC if answering fails
+        self._items: list[Any] = []  # requests and _SNAPSHOT_CHANGED, not yet answered
+        self._task: asyncio.Task[None] | None = None
+        self.failure: Exception | None = None
+
+    def put(self, item: Any) -> None:
+        self._items.append(item)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._answer())
+
+    async def finished(self) -> None:
+        """Wait until everything put so far is answered."""
+        if self._task is not None:
+            await self._task
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _answer(self) -> None:
+        stream = self._stream
+        try:
+            while self._items:
+                item = self._items.pop(0)
+                if item is _SNAPSHOT_CHANGED:
+                    stream.snapshot = self._ads.assigned(stream.fleet, stream.node_id) or stream.snapshot
+                    responses = self._push_changed(stream)
+                else:
+                    responses = self._on_request(stream, item)
+                del item  # answered: not kept while the stream idles
+                for response in responses:
+                    await self._context.write(response)
+        except Exception as error:  # a failed write or a bug: the stream cannot go on; its handler ends the RPC
+            self.failure = error
+            if self._handler is not None:
+                self._handler.cancel()
+        finally:
+            self._task = None
+
+
 class AdsServer:
     """Serves each node the snapshot assigned to it: its fleet's snapshot unless a node override is set."""
 
@@ -75,7 +177,7 @@ class AdsServer:
         self._node_snapshots: dict[tuple[str, str], Snapshot] = {}
         self._known_fleets: set[str] = set()
         self._fleets_known = asyncio.Event()
-        self._streams: dict[int, tuple[NodeStream, asyncio.Queue[Any]]] = {}
+        self._streams: dict[int, tuple[NodeStream, Responder]] = {}
         self._ids = itertools.count(1)
         self._listeners: list[Listener] = []
         self._bodies: OrderedDict[tuple[str, str, frozenset[str] | None, str, str], bytes] = OrderedDict()
@@ -119,13 +221,14 @@ class AdsServer:
             key=lambda s: (s.fleet, s.node_id, s.stream_id),
         )
 
-    def _assigned(self, fleet: str, node: str) -> Snapshot | None:
+    def assigned(self, fleet: str, node: str) -> Snapshot | None:
+        """The snapshot a node is to get: its override, else its fleet's."""
         return self._node_snapshots.get((fleet, node)) or self._fleet_snapshots.get(fleet)
 
     def _notify(self, which: Callable[[NodeStream], bool]) -> None:
-        for stream, queue in self._streams.values():
+        for stream, responder in self._streams.values():
             if which(stream):
-                queue.put_nowait(_SNAPSHOT_CHANGED)
+                responder.put(_SNAPSHOT_CHANGED)
 
     def emit(self, event: XdsEvent) -> None:
         for listener in self._listeners:
@@ -153,21 +256,9 @@ class AdsServer:
             },
         )
 
-    async def _read(self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest], queue: asyncio.Queue[Any]) -> None:
-        try:
-            async for request in requests:
-                queue.put_nowait(request)
-        except (asyncio.CancelledError, grpc.aio.AioRpcError):
-            pass
-        finally:
-            queue.put_nowait(_END)
-
-    async def _stream(
-        self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[Response]:
-        # An async generator function itself: that is how grpc.aio tells a streaming handler from a sync one.
-        async for response in self.serve(requests, context, self._on_request, self._push_changed):
-            yield response
+    async def _stream(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
+        # A coroutine function: grpc.aio then lets the handler read and write (context.read/write) as it likes.
+        await self.serve(requests, context, self._on_request, self._push_changed)
 
     async def serve(
         self,
@@ -175,42 +266,42 @@ class AdsServer:
         context: grpc.aio.ServicerContext,
         on_request: RequestHandler,
         push_changed: PushHandler,
-    ) -> AsyncIterator[Response]:
-        """One ADS stream of either flavour: `on_request` answers a request, `push_changed` a snapshot change."""
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        reader = asyncio.create_task(self._read(requests, queue))
-        stream: NodeStream | None = None
+    ) -> None:
+        """One ADS stream of either flavour: `on_request` answers a request, `push_changed` a snapshot change.
+
+        `requests` is gRPC's request iterator, which is left unused, or a `RequestReader` (from a wrapping handler).
+        """
+        reader = requests if isinstance(requests, RequestReader) else RequestReader(context)
+        first = await anext(reader, None)
+        if first is None:
+            return
+        stream = await self._open(first, context)
+        responder = Responder(self, stream, context, on_request, push_changed)
+        self._streams[stream.stream_id] = (stream, responder)
+        log.info("xds.connected", fleet=stream.fleet, node=stream.node_id, snapshot=stream.snapshot.version)
+        self.emit(XdsEvent("CONNECT", stream.fleet, stream.node_id, snapshot_version=stream.snapshot.version))
         try:
-            while True:
-                item = await queue.get()
-                if item is _END:
-                    return
-                if stream is None:
-                    if item is _SNAPSHOT_CHANGED:
-                        continue
-                    stream = await self._open(item, context, queue)
-                    if stream is None:
-                        return
-                if item is _SNAPSHOT_CHANGED:
-                    stream.snapshot = self._assigned(stream.fleet, stream.node_id) or stream.snapshot
-                    for response in push_changed(stream):
-                        yield response
-                else:
-                    for response in on_request(stream, item):
-                        yield response
+            responder.put(first)
+            del first
+            async for request in reader:
+                responder.put(request)
+                del request  # while it waits for the next one, an idle stream keeps no request alive (~1 KB)
+            await responder.finished()  # the client half-closed: answer what it sent before
+        except asyncio.CancelledError:
+            if responder.failure is None:
+                raise
+            raise responder.failure from None  # gRPC logs it and ends the RPC with UNKNOWN
         finally:
-            reader.cancel()
-            if stream is not None:
-                self._streams.pop(stream.stream_id, None)
-                log.info("xds.disconnected", fleet=stream.fleet, node=stream.node_id)
-                self.emit(XdsEvent("DISCONNECT", stream.fleet, stream.node_id))
+            responder.stop()
+            self._streams.pop(stream.stream_id, None)
+            log.info("xds.disconnected", fleet=stream.fleet, node=stream.node_id)
+            self.emit(XdsEvent("DISCONNECT", stream.fleet, stream.node_id))
 
     async def _open(
         self,
         request: discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest,
         context: grpc.aio.ServicerContext,
-        queue: asyncio.Queue[Any],
-    ) -> NodeStream | None:
+    ) -> NodeStream:
         node = request.node
         fleet, node_id = node.cluster, node.id
         if not fleet or not node_id:
@@ -219,7 +310,7 @@ class AdsServer:
                 "the Envoy node must set node.cluster (its fleet) and node.id; see `reconciler bootstrap`",
             )
         await self._fleets_known.wait()
-        snapshot = self._assigned(fleet, node_id)
+        snapshot = self.assigned(fleet, node_id)
         if fleet not in self._known_fleets or snapshot is None:
             log.warning("xds.unknown_fleet", fleet=fleet, node=node_id)
             await context.abort(
@@ -228,18 +319,14 @@ class AdsServer:
                 f"node {node_id!r} gets no configuration",
             )
         assert snapshot is not None
-        metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
-        stream = NodeStream(next(self._ids), node_id, fleet, metadata, snapshot)
-        self._streams[stream.stream_id] = (stream, queue)
-        log.info("xds.connected", fleet=fleet, node=node_id, snapshot=snapshot.version)
-        self.emit(XdsEvent("CONNECT", fleet, node_id, snapshot_version=snapshot.version))
-        return stream
+        metadata = {key: node.metadata[key] for key in _NODE_METADATA_KEYS if key in node.metadata}
+        return NodeStream(next(self._ids), node_id, fleet, metadata, snapshot)
 
     # ------------------------------------------------------------------ protocol
 
     def _on_request(self, stream: NodeStream, request: discovery_pb2.DiscoveryRequest) -> list[Response]:
-        type_url = request.type_url
-        if type_url not in PUSH_ORDER:
+        type_url = served_type(request.type_url)
+        if type_url is None:
             return []  # a type we do not serve (e.g. SDS before issue 3): stay silent, as istiod does
         state = stream.types.setdefault(type_url, TypeState())
         if request.response_nonce:
@@ -306,10 +393,7 @@ class AdsServer:
         names = frozenset(request.resource_names)
         if type_url in WILDCARD_TYPES and (not names or "*" in names):
             return None
-        # Nodes of a fleet ask for the same names: one shared set instead of one per stream (memory per stream).
-        if len(_NAME_SETS) > _MAX_NAME_SETS:
-            _NAME_SETS.clear()
-        return _NAME_SETS.setdefault(names, names)
+        return shared_names(names)
 
     def _response(self, stream: NodeStream, type_url: str, state: TypeState) -> Response:
         version = stream.snapshot.type_versions[type_url]
@@ -342,6 +426,20 @@ class AdsServer:
         if len(self._bodies) > _BODY_CACHE_ENTRIES:
             self._bodies.popitem(last=False)
         return body
+
+
+def shared_names(names: frozenset[str]) -> frozenset[str]:
+    """`names` as one set shared by every stream that subscribes to the same names: nodes of a fleet ask for the
+    same ones, so this keeps one set (and one copy of each name) instead of one per stream."""
+    if len(_NAME_SETS) > _MAX_NAME_SETS:
+        _NAME_SETS.clear()
+    return _NAME_SETS.setdefault(names, names)
+
+
+def served_type(type_url: str) -> str | None:
+    """The shared constant for a type URL this server serves (None if it does not): a stream keys its per-type
+    state by it instead of keeping its own copy of each request's string."""
+    return _SERVED_TYPES.get(type_url)
 
 
 # The version a node ACKed and the resources it then held: a response may leave out what it holds already.
@@ -428,6 +526,9 @@ async def start_grpc_server(
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            # No channelz (gRPC's introspection service, which this server does not expose): it tracks every
+            # connection and call for it, ~0.5 KB per connected Envoy. Envoys never see the difference.
+            ("grpc.enable_channelz", 0),
         ]
     )
     handler = ads.handler()
