@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 from google.rpc import status_pb2
+
+from reconciler.translate.snapshot import Snapshot
+from reconciler.xds import AdsServer, start_grpc_server
 
 Request = TypeVar("Request", bound=Message)
 Response = TypeVar("Response", bound=Message)
@@ -76,3 +80,18 @@ async def until(condition: Callable[[], bool], what: Callable[[], str] = lambda:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"never happened: {what()}")
+
+
+@asynccontextmanager
+async def serving(snapshot: Snapshot, fleet: str = "f") -> AsyncIterator[tuple[AdsServer, grpc.aio.Channel]]:
+    """An ADS server on a free loopback port serving `snapshot` to `fleet`, and a channel to it."""
+    server = AdsServer()
+    server.set_fleet_snapshot(fleet, snapshot)
+    server.set_known_fleets([fleet])
+    grpc_server, port = await start_grpc_server(server, "127.0.0.1:0")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield server, channel
+    finally:
+        await channel.close()
+        await grpc_server.stop(grace=0)

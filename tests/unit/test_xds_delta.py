@@ -15,9 +15,9 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
 from reconciler.translate.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
-from reconciler.xds import AdsServer, NodeState, XdsEvent, start_grpc_server
+from reconciler.xds import AdsServer, NodeState, XdsEvent
 from reconciler.xds.delta import DeltaTypeState
-from tests.ads_client import ScriptedStream, until
+from tests.ads_client import ScriptedStream, serving, until
 
 DELTA = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 SOTW = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
@@ -80,14 +80,8 @@ class FakeDeltaEnvoy(ScriptedStream[discovery_pb2.DeltaDiscoveryRequest, Delta])
 
 @pytest.fixture
 async def ads() -> AsyncIterator[tuple[AdsServer, grpc.aio.Channel]]:
-    server = AdsServer()
-    server.set_fleet_snapshot("f", ONE)
-    server.set_known_fleets(["f"])
-    grpc_server, port = await start_grpc_server(server, "127.0.0.1:0")
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    yield server, channel
-    await channel.close()
-    await grpc_server.stop(grace=0)
+    async with serving(ONE) as served:
+        yield served
 
 
 def names(response: Delta) -> list[str]:

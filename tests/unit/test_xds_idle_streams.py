@@ -13,8 +13,8 @@ import pytest
 
 import reconciler.xds
 from reconciler.translate.snapshot import CLUSTER, ROUTE
-from reconciler.xds import AdsServer, NodeState, XdsEvent, start_grpc_server
-from tests.ads_client import until
+from reconciler.xds import AdsServer, NodeState, XdsEvent
+from tests.ads_client import serving, until
 from tests.unit.test_xds_delta import ONE, FakeDeltaEnvoy, versions
 from tests.unit.test_xds_delta import snapshot as routes_snapshot
 from tests.unit.test_xds_protocol import FakeEnvoy, snapshot
@@ -24,14 +24,8 @@ XDS_PACKAGE = Path(reconciler.xds.__file__).parent
 
 @pytest.fixture
 async def ads() -> AsyncIterator[tuple[AdsServer, grpc.aio.Channel]]:
-    server = AdsServer()
-    server.set_fleet_snapshot("f", snapshot("one"))
-    server.set_known_fleets(["f"])
-    grpc_server, port = await start_grpc_server(server, "127.0.0.1:0")
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    yield server, channel
-    await channel.close()
-    await grpc_server.stop(grace=0)
+    async with serving(snapshot("one")) as served:
+        yield served
 
 
 def xds_tasks() -> list[asyncio.Task[Any]]:

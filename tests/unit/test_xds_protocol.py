@@ -18,7 +18,7 @@ from reconciler.protowire import length_delimited
 from reconciler.translate.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
 from reconciler.xds import AdsServer, NodeState, XdsEvent, start_grpc_server
 from reconciler.xds.server import response_body
-from tests.ads_client import ScriptedStream, until
+from tests.ads_client import ScriptedStream, serving, until
 
 METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 
@@ -50,14 +50,8 @@ class FakeEnvoy(ScriptedStream[discovery_pb2.DiscoveryRequest, discovery_pb2.Dis
 
 @pytest.fixture
 async def ads() -> AsyncIterator[tuple[AdsServer, grpc.aio.Channel]]:
-    server = AdsServer()
-    server.set_fleet_snapshot("f", snapshot("one"))
-    server.set_known_fleets(["f"])
-    grpc_server, port = await start_grpc_server(server, "127.0.0.1:0")
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    yield server, channel
-    await channel.close()
-    await grpc_server.stop(grace=0)
+    async with serving(snapshot("one")) as served:
+        yield served
 
 
 def names_of(response: discovery_pb2.DiscoveryResponse) -> list[str]:
