@@ -47,6 +47,9 @@ def commit_tree(repo: Path, source: Path, message: str) -> None:
         if child.name != ".git":
             shutil.rmtree(child) if child.is_dir() else child.unlink()
     shutil.copytree(source, repo, dirs_exist_ok=True)
+    # Staged from an empty index, so every file is hashed: git's stat cache could take a rewritten file of the
+    # same size, mtime (copytree keeps it) and recycled inode for unchanged, and commit the old content.
+    _git(repo, "read-tree", "--empty")
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "--allow-empty", "-m", message)
 
