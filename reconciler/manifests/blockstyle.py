@@ -149,44 +149,53 @@ def _document(line: int, entries: list[Entry]) -> tuple[Any, int, int]:
     column, is_item, _, _ = entries[0]
     if is_item or len(entries) > _MAX_ENTRIES:
         raise _NotPlain  # a sequence is no manifest (yamldoc's findings), and yamldoc applies its size limit
-    data, end = _block(entries, 0, column, 1)
-    if end != len(entries):
-        raise _NotPlain  # a second root, indented less than the first
-    return data, line, column + 1
+    return _tree(entries), line, column + 1
 
 
-def _block(entries: list[Entry], i: int, column: int, depth: int) -> tuple[Any, int]:
-    """The mapping or sequence whose entries start at `i` in `column`, and the index after it."""
-    if depth > MAX_DEPTH // 2:
-        raise _NotPlain  # let yamldoc apply its limit
-    is_sequence = entries[i][1]
-    count = len(entries)
-    out: Any = [] if is_sequence else {}
-    while i < count:
-        entry_column, is_item, key, value = entries[i]
-        if entry_column != column or is_item is not is_sequence:
-            break
-        i += 1
-        if type(value) is _Flow:
+def _tree(entries: list[Entry]) -> dict[str, Any]:
+    """The root mapping the entries make, nested by their columns.
+
+    One loop with a stack of the enclosing blocks, not a call per block: a manifest opens a block for most of
+    its entries (`- destination:` then `host: ...`).
+    """
+    root: dict[str, Any] = {}
+    # The innermost open block: its column, whether it is a sequence, and the list or dict being filled.
+    out: Any = root
+    column, is_sequence = entries[0][0], False
+    enclosing: list[tuple[int, bool, Any]] = []
+    nested = False  # the previous entry's value is on the following lines: this entry may open it
+    nested_key: Any = None
+    for entry_column, is_item, key, value in entries:
+        # A mapping's value may be a sequence in the mapping's own column (`hosts:` then `- a`).
+        if nested and (entry_column > column or (entry_column == column and is_item and not is_sequence)):
+            if len(enclosing) + 2 > MAX_DEPTH // 2:
+                raise _NotPlain  # let yamldoc apply its limit
+            child: Any = [] if is_item else {}
+            if is_sequence:
+                out[-1] = child
+            else:
+                out[nested_key] = child
+            enclosing.append((column, is_sequence, out))
+            column, is_sequence, out = entry_column, is_item, child
+        while entry_column != column or is_item is not is_sequence:
+            # The innermost block ends here. What follows must belong to an enclosing block: one in a lower
+            # column, or (after a sequence) the mapping that holds it in the same column. Anything else YAML
+            # refuses or reads some other way, and so is a second root indented less than the first.
+            if entry_column > column or (entry_column == column and not is_sequence) or not enclosing:
+                raise _NotPlain
+            column, is_sequence, out = enclosing.pop()
+        nested = value is _NESTED
+        if nested:
+            value, nested_key = None, key  # stays None unless the next entry opens the block
+        elif type(value) is _Flow:
             value = value.data()
-        elif value is _NESTED:
-            value = None
-            if i < count:
-                next_column, next_is_item, _, _ = entries[i]
-                # A mapping's value may be a sequence in the mapping's own column (`hosts:` then `- a`).
-                if next_column > column or (next_column == column and next_is_item and not is_sequence):
-                    value, i = _block(entries, i, next_column, depth + 1)
         if is_sequence:
             out.append(value)
         elif key in out:
             raise _NotPlain  # yamldoc reports the duplicate
         else:
             out[key] = value
-    # What follows must belong to an enclosing block: one in a lower column, or (after a sequence) the mapping
-    # that holds it in the same column. Anything else YAML refuses or reads some other way.
-    if i < count and (entries[i][0] > column or (entries[i][0] == column and not is_sequence)):
-        raise _NotPlain
-    return out, i
+    return root
 
 
 # ---------------------------------------------------------------------------------------------- flow style

@@ -137,11 +137,13 @@ def _load_document(path: str, doc: Document, lenient: bool) -> tuple[Resource | 
     for key in data:
         if key not in _TOP_LEVEL_KEYS:
             decoder.report((key,), "unknown-field", f"unknown top-level field {key!r}")
+    decoder.plain_values = True  # whatever the metadata holds: the value checks read the spec alone
     spec = decoder.decode(SPEC_TYPES[kind], data.get("spec") or {}, ("spec",))
     if spec is MISSING:
         return None, decoder.findings
     line, column = doc.position(())
-    resource = Resource(kind, api_version, metadata, spec, Location(path, line, column), doc.positions)
+    plain_spec = spec if decoder.plain_values else None
+    resource = Resource(kind, api_version, metadata, spec, Location(path, line, column), doc.positions, plain_spec)
     return resource, decoder.findings
 
 

@@ -529,6 +529,10 @@ class Resource:
     spec: Any
     location: Location
     positions: Mapping[tuple[str | int, ...], tuple[int, int]] = field(default_factory=dict, compare=False, repr=False)
+    # `spec` again if the loader found every value in it plain (manifests/schema.py says what that is), so the
+    # value checks have nothing to find in it; None when unknown. The very object rather than a flag, so that a
+    # Resource made from this one with another spec (dataclasses.replace) is not vouched for.
+    plain_spec: Any = field(default=None, compare=False, repr=False)
 
     def locate(self, *path: str | int) -> Location:
         """Where a field of this document sits (its closest written ancestor if the field is absent)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -17,6 +18,14 @@ from typing import Any, Literal, NamedTuple, Union, get_args, get_origin
 from reconciler.diagnostics import Finding, Location, Severity
 from reconciler.manifests.durations import Duration, DurationError
 from reconciler.manifests.yamldoc import Document, Path
+
+# The values the value checks (validation/values.py) may object to are the ones that are not *plain*: text that
+# is not ASCII (only such text can hold a lone surrogate), integers beyond 32 bits, numbers that are not finite,
+# durations longer than Go's, and whatever an `Any` field holds. The decoder notes whether a document held any
+# (`Decoder.plain_values`), so that validation may skip the walk of a spec that holds none.
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+# Go's time.Duration is an int64 of nanoseconds; ParseDuration refuses anything longer (about 292 years).
+MAX_DURATION_NANOS = 2**63 - 1
 
 
 class _Missing:
@@ -71,6 +80,7 @@ class Decoder:
         self.resource = resource
         self.lenient = lenient
         self.findings: list[Finding] = []
+        self.plain_values = True  # every value decoded so far is plain (see INT32_MIN)
 
     def location(self, path: Path) -> Location:
         line, column = self.doc.position(path)
@@ -117,16 +127,18 @@ def converter(tp: Any, snake_case: bool) -> Converter:
     raise TypeError(f"schema type {tp!r} is not supported")  # a bug in the model, not user input
 
 
-def _exact_type(tp: Any) -> type | None:
+def _exact_type(tp: Any) -> Any:  # str, bool or None (Any: compared by identity, it narrows nothing)
     """The Python type whose values a converter of `tp` returns as they are, if there is one: checking it in
-    place saves a call for each of a document's strings and numbers."""
+    place saves a call for each of a document's strings and flags. A string is taken so only if it is ASCII
+    (plain: see INT32_MIN); numbers, rarer, go through their converters, which see whether they are plain."""
     if get_origin(tp) in (Union, types.UnionType):
         members = [a for a in get_args(tp) if a is not type(None)]
         return _exact_type(members[0]) if len(members) == 1 else None
-    return tp if tp in (str, int, float, bool) else None
+    return tp if tp in (str, bool) else None
 
 
 def _any(d: Decoder, value: Any, parent: Path, key: str | int | None) -> Any:
+    d.plain_values = False  # anything at all may be in it
     return value
 
 
@@ -135,6 +147,8 @@ def _union(tp: Any, snake_case: bool) -> Converter:
     `int | str`), or else the first member, whose converter says what is wrong."""
     members = [a for a in get_args(tp) if a is not type(None)]
     first = converter(members[0], snake_case)
+    if len(members) == 1:
+        return _optional(first)
     by_type = [(m, converter(m, snake_case)) for m in members if isinstance(m, type)]
 
     def convert(d: Decoder, value: Any, parent: Path, key: str | int | None) -> Any:
@@ -149,10 +163,22 @@ def _union(tp: Any, snake_case: bool) -> Converter:
     return convert
 
 
-def _literal(choices: tuple[Any, ...]) -> Converter:
-    allowed = ", ".join(str(c) for c in choices)
+def _optional(member: Converter) -> Converter:
+    """`A | None`, the model's most common union: no member to choose, so no test of the value's type."""
 
     def convert(d: Decoder, value: Any, parent: Path, key: str | int | None) -> Any:
+        return None if value is None else member(d, value, parent, key)
+
+    return convert
+
+
+def _literal(choices: tuple[Any, ...]) -> Converter:
+    allowed = ", ".join(str(c) for c in choices)
+    plain = all(type(c) is str and c.isascii() for c in choices)  # the model's enums are; anything else is noted
+
+    def convert(d: Decoder, value: Any, parent: Path, key: str | int | None) -> Any:
+        if not plain:
+            d.plain_values = False
         if value in choices:
             return value
         if isinstance(value, str):  # enums are case-insensitive in Istio's parser for protocols
@@ -172,7 +198,7 @@ def _list(item_tp: Any, snake_case: bool) -> Converter:
         if not isinstance(value, list):
             d.report(_at(parent, key), "wrong-type", f"expected a list, got {_describe(value)}")
             return MISSING
-        if exact is not None and all(type(v) is exact for v in value):
+        if exact is not None and all(type(v) is exact and (exact is bool or v.isascii()) for v in value):
             return list(value)
         path = _at(parent, key)
         out = []
@@ -195,9 +221,12 @@ def _dict(item_tp: Any, snake_case: bool) -> Converter:
         path = _at(parent, key)
         out = {}
         for k, v in value.items():
-            decoded = v if type(v) is exact else item(d, v, path, k)
+            decoded = v if type(v) is exact and (exact is bool or v.isascii()) else item(d, v, path, k)
             if decoded is not MISSING:
-                out[str(k)] = decoded
+                name = str(k)
+                if not name.isascii():
+                    d.plain_values = False
+                out[name] = decoded
         return out
 
     return convert
@@ -206,7 +235,7 @@ def _dict(item_tp: Any, snake_case: bool) -> Converter:
 class _Fields(NamedTuple):
     """What decoding a dataclass looks up, made once per class."""
 
-    by_key: dict[str, tuple[str, Converter, type | None]]  # attribute, its converter, its _exact_type
+    by_key: dict[str, tuple[str, Converter, Any]]  # attribute, its converter, its _exact_type
     required: tuple[tuple[str, str], ...]  # attribute, and the key a missing-field finding names
     choices: list[str]  # the keys a did-you-mean hint chooses from
 
@@ -247,7 +276,7 @@ def _object(cls: type, snake_case: bool) -> Converter:
             if name in kwargs:
                 d.report((*path, k), "duplicate-field", f"{k!r} is given twice (camelCase and snake_case)")
                 continue
-            if type(item) is exact:
+            if type(item) is exact and (exact is bool or item.isascii()):
                 kwargs[name] = item
                 continue
             decoded = field_converter(d, item, path, k)
@@ -299,6 +328,8 @@ def _closest(key: str, choices: list[str]) -> str | None:
 
 def _str(d: Decoder, value: Any, parent: Path, key: str | int | None) -> Any:
     if isinstance(value, str):
+        if not value.isascii():
+            d.plain_values = False
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)  # YAML reads `v1` as a string but `1` as an int; Kubernetes accepts both here
@@ -308,6 +339,8 @@ def _str(d: Decoder, value: Any, parent: Path, key: str | int | None) -> Any:
 
 def _int(d: Decoder, value: Any, parent: Path, key: str | int | None) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
+        if not INT32_MIN <= value <= INT32_MAX:
+            d.plain_values = False
         return value
     d.report(_at(parent, key), "wrong-type", f"expected a whole number, got {_describe(value)}")
     return MISSING
@@ -315,7 +348,10 @@ def _int(d: Decoder, value: Any, parent: Path, key: str | int | None) -> Any:
 
 def _float(d: Decoder, value: Any, parent: Path, key: str | int | None) -> Any:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        number = float(value)
+        if not math.isfinite(number):
+            d.plain_values = False
+        return number
     d.report(_at(parent, key), "wrong-type", f"expected a number, got {_describe(value)}")
     return MISSING
 
@@ -334,10 +370,19 @@ def _duration(d: Decoder, value: Any, parent: Path, key: str | int | None) -> An
         )
         return MISSING
     try:
-        return Duration.parse(value)
+        duration = _parse_duration(value)
     except DurationError as exc:
         d.report(_at(parent, key), "invalid-duration", str(exc))
         return MISSING
+    if duration.nanos > MAX_DURATION_NANOS:
+        d.plain_values = False
+    return duration
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_duration(text: str) -> Duration:
+    """Durations repeat across a repo (`timeout: 5s`) and a Duration is immutable: one per spelling will do."""
+    return Duration.parse(text)
 
 
 _SCALARS: dict[Any, Converter] = {

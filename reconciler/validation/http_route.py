@@ -84,20 +84,31 @@ def check_http_route(report: ResourceReport, route: HTTPRoute, path: Path, in_de
     _check_actions(report, route, path, kind)
     for i, match in enumerate(route.match):
         _check_match(report, match, (*path, "match", i))
-    _check_header_operations(report, route.headers, (*path, "headers"))
-    _check_cors(report, route.cors_policy, (*path, "corsPolicy"))
-    _check_fault(report, route.fault, (*path, "fault"))
+    # The parts a rule leaves out are skipped here, before their paths are built: most rules set few of them.
+    if route.headers is not None:
+        _check_header_operations(report, route.headers, (*path, "headers"))
+    if route.cors_policy is not None:
+        _check_cors(report, route.cors_policy, (*path, "corsPolicy"))
+    if route.fault is not None:
+        _check_fault(report, route.fault, (*path, "fault"))
     _check_mirrors(report, route, path)
-    _check_redirect(report, route.redirect, (*path, "redirect"))
-    _check_direct_response(report, route.direct_response, (*path, "directResponse"))
-    _check_retries(report, route.retries, (*path, "retries"))
-    _check_rewrite(report, route.rewrite, (*path, "rewrite"))
-    _check_authority_set_once(report, route, path)
+    if route.redirect is not None:
+        _check_redirect(report, route.redirect, (*path, "redirect"))
+    if route.direct_response is not None:
+        _check_direct_response(report, route.direct_response, (*path, "directResponse"))
+    if route.retries is not None:
+        _check_retries(report, route.retries, (*path, "retries"))
+    if route.rewrite is not None:
+        _check_rewrite(report, route.rewrite, (*path, "rewrite"))
+    if route.rewrite is not None or route.headers is not None:
+        _check_authority_set_once(report, route, path)
     for i, destination in enumerate(route.route):
         check_destination(report, (*path, "route", i, "destination"), destination.destination)
-        _check_header_operations(report, destination.headers, (*path, "route", i, "headers"))
+        if destination.headers is not None:
+            _check_header_operations(report, destination.headers, (*path, "route", i, "headers"))
     check_weights(report, (*path, "route"), [d.weight for d in route.route])
-    check_duration(report, (*path, "timeout"), route.timeout)
+    if route.timeout is not None:
+        check_duration(report, (*path, "timeout"), route.timeout)
 
 
 def _check_actions(report: ResourceReport, route: HTTPRoute, path: Path, kind: RouteKind) -> None:
@@ -143,15 +154,20 @@ def _check_match(report: ResourceReport, match: HTTPMatchRequest, path: Path) ->
         _check_header_name(report, (*path, "withoutHeaders", name), name)
         # `regex: "*"` is not a regex here: it means "the header is present".
         check_string_match(report, (*path, "withoutHeaders", name), value, star_means_present=True)
-    check_string_match(report, (*path, "uri"), match.uri, empty_prefix_ok=True)
+    # What a match leaves out is skipped before its path is built: most matches set one or two conditions.
+    if match.uri is not None:
+        check_string_match(report, (*path, "uri"), match.uri, empty_prefix_ok=True)
     for field_name, pseudo in (("scheme", match.scheme), ("method", match.method), ("authority", match.authority)):
-        check_string_match(report, (*path, field_name), pseudo)
+        if pseudo is not None:
+            check_string_match(report, (*path, field_name), pseudo)
     for name, value in match.query_params.items():
         check_string_match(report, (*path, "queryParams", name), value)
     if match.port:
         check_port(report, (*path, "port"), match.port)
-    check_labels(report, (*path, "sourceLabels"), match.source_labels)
-    check_gateway_names(report, (*path, "gateways"), match.gateways)
+    if match.source_labels:
+        check_labels(report, (*path, "sourceLabels"), match.source_labels)
+    if match.gateways:
+        check_gateway_names(report, (*path, "gateways"), match.gateways)
     if match.source_namespace and not is_dns_label(match.source_namespace):
         report.error(
             (*path, "sourceNamespace"), "invalid-namespace", f"{match.source_namespace!r} is not a namespace name"
@@ -174,8 +190,8 @@ def check_string_match(
     """Exactly one of exact/prefix/regex (or none: presence); a non-empty prefix; a regex RE2 and Envoy accept."""
     if match is None:
         return
-    given = [name for name in ("exact", "prefix", "regex") if getattr(match, name) is not None]
-    if len(given) > 1:
+    if (match.exact is not None) + (match.prefix is not None) + (match.regex is not None) > 1:
+        given = [name for name in ("exact", "prefix", "regex") if getattr(match, name) is not None]
         report.error(
             path, "ambiguous-string-match", f"give only one of exact, prefix or regex (found {', '.join(given)})"
         )
@@ -191,9 +207,7 @@ def check_regex(report: ResourceReport, path: Path, pattern: str) -> None:
         report.error(path, *problem)
 
 
-def _check_header_operations(report: ResourceReport, headers: Headers | None, path: Path) -> None:
-    if headers is None:
-        return
+def _check_header_operations(report: ResourceReport, headers: Headers, path: Path) -> None:
     for side, operations in (("request", headers.request), ("response", headers.response)):
         if operations is None:
             continue
@@ -229,9 +243,7 @@ def _check_authority_set_once(report: ResourceReport, route: HTTPRoute, path: Pa
         )
 
 
-def _check_cors(report: ResourceReport, policy: CorsPolicy | None, path: Path) -> None:
-    if policy is None:
-        return
+def _check_cors(report: ResourceReport, policy: CorsPolicy, path: Path) -> None:
     for i, origin in enumerate(policy.allow_origins):
         value = origin.exact or origin.prefix or origin.regex
         if not value:
@@ -251,9 +263,7 @@ def _check_cors(report: ResourceReport, policy: CorsPolicy | None, path: Path) -
             report.error((*path, "maxAge"), "invalid-duration", "maxAge is sent in whole seconds; round it")
 
 
-def _check_fault(report: ResourceReport, fault: HTTPFaultInjection | None, path: Path) -> None:
-    if fault is None:
-        return
+def _check_fault(report: ResourceReport, fault: HTTPFaultInjection, path: Path) -> None:
     if fault.abort is None and fault.delay is None:
         report.error(path, "empty-fault", "a fault needs an abort, a delay or both")
     if fault.abort is not None:
@@ -306,9 +316,7 @@ def _check_mirrors(report: ResourceReport, route: HTTPRoute, path: Path) -> None
             )
 
 
-def _check_redirect(report: ResourceReport, redirect: HTTPRedirect | None, path: Path) -> None:
-    if redirect is None:
-        return
+def _check_redirect(report: ResourceReport, redirect: HTTPRedirect, path: Path) -> None:
     if not (redirect.uri or redirect.authority or redirect.port or redirect.derive_port or redirect.scheme):
         report.error(path, "empty-redirect", "a redirect must change the uri, authority, scheme or port")
     if redirect.redirect_code and redirect.redirect_code not in REDIRECT_CODES:
@@ -325,9 +333,7 @@ def _check_redirect(report: ResourceReport, redirect: HTTPRedirect | None, path:
         report.error((*path, "derivePort"), "conflicting-fields", "give either port or derivePort, not both")
 
 
-def _check_direct_response(report: ResourceReport, response: HTTPDirectResponse | None, path: Path) -> None:
-    if response is None:
-        return
+def _check_direct_response(report: ResourceReport, response: HTTPDirectResponse, path: Path) -> None:
     check_http_status(report, (*path, "status"), response.status)
     body = response.body
     if body is None:
@@ -346,9 +352,7 @@ def _check_direct_response(report: ResourceReport, response: HTTPDirectResponse 
         report.warning((*path, "body"), "direct-response-large", "a direct response body over 100 KiB slows updates")
 
 
-def _check_retries(report: ResourceReport, retries: HTTPRetry | None, path: Path) -> None:
-    if retries is None:
-        return
+def _check_retries(report: ResourceReport, retries: HTTPRetry, path: Path) -> None:
     if retries.attempts < 0:
         report.error((*path, "attempts"), "invalid-retries", "attempts cannot be negative")
     if retries.attempts == 0 and (
@@ -372,9 +376,7 @@ def _check_retries(report: ResourceReport, retries: HTTPRetry | None, path: Path
                 )
 
 
-def _check_rewrite(report: ResourceReport, rewrite: HTTPRewrite | None, path: Path) -> None:
-    if rewrite is None:
-        return
+def _check_rewrite(report: ResourceReport, rewrite: HTTPRewrite, path: Path) -> None:
     regex_rewrite = rewrite.uri_regex_rewrite
     if rewrite.uri and regex_rewrite is not None:
         report.error(path, "conflicting-fields", "give either rewrite.uri or rewrite.uriRegexRewrite, not both")

@@ -22,7 +22,8 @@ _UNIVERSAL_REGEXES = frozenset({".*", "^.*$", "/.*"})
 
 
 def check_http_reachability(report: ResourceReport, rules: Sequence[HTTPRoute]) -> None:
-    seen: list[tuple[int, int, HTTPMatchRequest]] = []  # (rule, match, the match) in order
+    # (rule, match, the match, its path condition) in order: each later match is compared with all of them.
+    seen: list[tuple[int, int, HTTPMatchRequest, Condition | None]] = []
     catch_all: int | None = None
     for i, rule in enumerate(rules):
         path = ("spec", "http", i)
@@ -36,10 +37,15 @@ def check_http_reachability(report: ResourceReport, rules: Sequence[HTTPRoute]) 
                 [report.resource.locate("spec", "http", catch_all)],
             )
             continue
-        matches = rule.match or [HTTPMatchRequest()]
+        matches = rule.match or _MATCH_EVERYTHING
         covered_count = 0
         for j, match in enumerate(matches):
-            earlier = next(((r, m) for r, m, prior in seen if covers(prior, match)), None)
+            match_path = _path_condition(match)
+            earlier = None
+            for r, m, prior, prior_path in seen:
+                if _path_meets(prior_path, match) and _covers_beyond_path(prior, match):
+                    earlier = (r, m)
+                    break
             if earlier is not None:
                 covered_count += 1
                 if rule.match:
@@ -52,8 +58,8 @@ def check_http_reachability(report: ResourceReport, rules: Sequence[HTTPRoute]) 
                         [report.resource.locate("spec", "http", earlier[0], "match", earlier[1])],
                     )
             else:
-                seen.append((i, j, match))
-            if is_catch_all(match) and catch_all is None:
+                seen.append((i, j, match, match_path))
+            if catch_all is None and _is_catch_all(match, match_path):
                 catch_all = i
         if rule.match and covered_count == len(matches):
             report.warning(
@@ -98,19 +104,28 @@ def check_l4_reachability(report: ResourceReport, rules: Sequence[Any], section:
 
 
 def is_catch_all(match: HTTPMatchRequest) -> bool:
-    return covers(match, _ANYTHING_STRICT)
+    return _is_catch_all(match, _path_condition(match))
+
+
+def _is_catch_all(match: HTTPMatchRequest, path_condition: Condition | None) -> bool:
+    """`is_catch_all`, given the match's path condition (see `_path_condition`)."""
+    return _path_meets(path_condition, _ANYTHING_STRICT) and _covers_beyond_path(match, _ANYTHING_STRICT)
 
 
 def covers(earlier: HTTPMatchRequest, later: HTTPMatchRequest) -> bool:
     """True if every request `later` accepts is also accepted by `earlier` (so `later` never gets any)."""
-    if not _uri_covers(earlier, later):
+    return _path_meets(_path_condition(earlier), later) and _covers_beyond_path(earlier, later)
+
+
+def _covers_beyond_path(earlier: HTTPMatchRequest, later: HTTPMatchRequest) -> bool:
+    """`covers`, but for the path (which tells most pairs apart, so it is compared first)."""
+    if not (
+        _string_covers(earlier.scheme, later.scheme)
+        and _string_covers(earlier.method, later.method)
+        and _string_covers(earlier.authority, later.authority)
+    ):
         return False
-    for field_name in ("scheme", "method", "authority"):
-        if not _string_covers(getattr(earlier, field_name), getattr(later, field_name)):
-            return False
-    for field_name in ("headers", "query_params"):
-        wanted: dict[str, StringMatch] = getattr(earlier, field_name)
-        given: dict[str, StringMatch] = getattr(later, field_name)
+    for wanted, given in ((earlier.headers, later.headers), (earlier.query_params, later.query_params)):
         if any(name not in given or not _string_covers(value, given[name]) for name, value in wanted.items()):
             return False
     if any(later.without_headers.get(name) != value for name, value in earlier.without_headers.items()):
@@ -124,6 +139,8 @@ def covers(earlier: HTTPMatchRequest, later: HTTPMatchRequest) -> bool:
     return all(later.source_labels.get(k) == v for k, v in earlier.source_labels.items())
 
 
+# What a rule without matches has: a match that needs nothing.
+_MATCH_EVERYTHING = (HTTPMatchRequest(),)
 # A match with a condition on everything: only a match that needs nothing covers it.
 _ANYTHING_STRICT = HTTPMatchRequest(
     uri=StringMatch(exact="\x00catch-all probe"),
@@ -132,40 +149,55 @@ _ANYTHING_STRICT = HTTPMatchRequest(
     authority=StringMatch(exact="\x00"),
 )
 
+# A condition on one string (the path, a header, ...), taken apart: (which, text, fold). `which` is "exact",
+# "prefix" or "regex", or "" for a presence test; with `fold`, `text` is lower case already. The reachability
+# check compares every pair of a VirtualService's matches, so each match's path condition is taken apart once.
+Condition = tuple[str, str, bool]
 
-def _uri_covers(earlier: HTTPMatchRequest, later: HTTPMatchRequest) -> bool:
-    a, b = earlier.uri, later.uri
-    if a is None or _is_empty(a) or (a.prefix is not None and a.prefix in ("", "/")) or a.regex in _UNIVERSAL_REGEXES:
+
+def _condition(match: StringMatch, fold: bool) -> Condition:
+    if match.exact is not None:
+        return "exact", match.exact.lower() if fold else match.exact, fold
+    if match.prefix is not None:
+        return "prefix", match.prefix.lower() if fold else match.prefix, fold
+    if match.regex is not None:
+        return "regex", match.regex, fold
+    return "", "", fold
+
+
+def _meets(condition: Condition, b: StringMatch | None) -> bool:
+    """Whether every value `b` accepts meets `condition` (`b` None: any value, present or not)."""
+    which, text, fold = condition
+    if b is None:
+        return False
+    if not which:  # a presence test: any value will do
         return True
-    if b is None or _is_empty(b):
-        return False
-    fold = earlier.ignore_uri_case
-    if later.ignore_uri_case and not fold:
-        return False
-    return _string_covers(a, b, fold)
-
-
-def _string_covers(a: StringMatch | None, b: StringMatch | None, fold: bool = False) -> bool:
-    if a is None:
-        return True
-    if _is_empty(a):  # a presence test: any value will do
-        return b is not None
-    if b is None or _is_empty(b):
-        return False
-
-    def norm(value: str) -> str:
-        return value.lower() if fold else value
-
-    if a.exact is not None:
-        return b.exact is not None and norm(b.exact) == norm(a.exact)
-    if a.prefix is not None:
+    # An empty `b` (a presence test) fails each test below: it has no exact, prefix or regex to compare.
+    if which == "exact":
+        return b.exact is not None and (b.exact.lower() if fold else b.exact) == text
+    if which == "prefix":
         target = b.exact if b.exact is not None else b.prefix
-        return target is not None and norm(target).startswith(norm(a.prefix))
-    return a.regex is not None and a.regex == b.regex
+        return target is not None and (target.lower() if fold else target).startswith(text)
+    return text == b.regex
 
 
-def _is_empty(match: StringMatch) -> bool:
-    return match.exact is None and match.prefix is None and match.regex is None
+def _string_covers(a: StringMatch | None, b: StringMatch | None) -> bool:
+    return a is None or _meets(_condition(a, False), b)
+
+
+def _path_condition(match: HTTPMatchRequest) -> Condition | None:
+    """The condition `match` puts on the path; None when every path meets it (none, a presence test, a `/` or
+    empty prefix, a universal regex)."""
+    uri = match.uri
+    if uri is None or uri.prefix in ("", "/") or uri.regex in _UNIVERSAL_REGEXES:
+        return None
+    condition = _condition(uri, match.ignore_uri_case)
+    return condition if condition[0] else None
+
+
+def _path_meets(condition: Condition | None, later: HTTPMatchRequest) -> bool:
+    """Whether every path `later` accepts meets `condition`: a case-insensitive match is covered only by another."""
+    return condition is None or ((condition[2] or not later.ignore_uri_case) and _meets(condition, later.uri))
 
 
 def _canonical(match: Any) -> str:

@@ -8,6 +8,7 @@ domain. Kubernetes object names are stricter (lower case only); `object_name_err
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -25,8 +26,12 @@ _LOWER_LABEL = re.compile(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$")
 _LABEL_KEY = re.compile(rf"^(?:{_LABEL}(?:\.{_LABEL})*/)?(?:[A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(?:(?:[A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 OUTBOUND_SNI_PREFIX = "outbound_"
+# The answers below depend on the text alone, and a repo repeats the same names thousands of times (destination
+# hosts, subset names, namespaces, label keys): each answer is kept, in a bounded cache.
+_remembered = functools.lru_cache(maxsize=16384)
 
 
+@_remembered
 def is_dns_label(value: str) -> bool:
     return len(value) <= MAX_LABEL_LENGTH and bool(_DNS_LABEL.match(value))
 
@@ -70,10 +75,12 @@ def _labels_error(domain: str, rest: str) -> str | None:
     return None
 
 
+@_remembered
 def fqdn_error(domain: str) -> str | None:
     return _domain_preconditions(domain) or _labels_error(domain, domain)
 
 
+@_remembered
 def wildcard_domain_error(domain: str) -> str | None:
     """A domain name whose first label may be `*`, `*foo` or `*-foo` (Istio's ValidateWildcardDomain)."""
     problem = _domain_preconditions(domain)
@@ -137,6 +144,7 @@ def _outbound_sni_error(host: str) -> str | None:
     return None
 
 
+@_remembered
 def object_name_error(name: str, label_only: bool) -> str | None:
     """Kubernetes object names: a lower-case DNS subdomain, or a single label where dots are not allowed."""
     if not name:
@@ -150,10 +158,12 @@ def object_name_error(name: str, label_only: bool) -> str | None:
     return f"{name!r} is not a valid name (lower-case letters, digits, '-' and '.', at most 253 characters)"
 
 
+@_remembered
 def label_key_error(key: str) -> str | None:
     return None if _LABEL_KEY.match(key) else f"{key!r} is not a valid label key"
 
 
+@_remembered
 def label_value_error(value: str) -> str | None:
     return (
         None

@@ -23,11 +23,13 @@ def check_http_routes(vs: ResolvedVirtualService) -> list[Finding]:
     for index, rule in enumerate(vs.spec.http):
         problems = list(_fault_problems(rule.fault)) if rule.fault is not None else []
         for j, match in enumerate(rule.match):
-            problems += [(s, c, m, ("match", j, *p)) for s, c, m, p in _match_problems(vs, match)]
-        findings += [
-            finding_at(vs.resource, ("spec", "http", index, *path), severity, code, message)
-            for severity, code, message, path in problems
-        ]
+            if match.gateways or match.source_namespace:  # what _match_problems reads: most matches have neither
+                problems += [(s, c, m, ("match", j, *p)) for s, c, m, p in _match_problems(vs, match)]
+        if problems:
+            findings += [
+                finding_at(vs.resource, ("spec", "http", index, *path), severity, code, message)
+                for severity, code, message, path in problems
+            ]
     return findings
 
 
