@@ -137,6 +137,8 @@ class Preflight:
                 self._cache.popitem(last=False)
             if not found:
                 self._accepted[baseline_key] = snapshot
+        if accepted is None and not found:
+            self._start_live()  # the fleet's next check may be the live Envoy's
         return found
 
     def accepted_before(self, fleet: str, snapshot: Snapshot) -> None:
@@ -144,6 +146,14 @@ class Preflight:
         of the fleet's next check, so a restarted daemon does not pay a whole check per fleet."""
         with self._lock:
             self._accepted.setdefault((fleet, self.options.files_are_local), snapshot)
+        self._start_live()
+
+    def _start_live(self) -> None:
+        """Start the live Envoy in the background once a fleet has a baseline, so that the first change does not
+        wait for its start (~0.1 to 0.5 s)."""
+        live = self._live
+        if live is not None and live.pid is None:
+            threading.Thread(target=live.start, name="preflight-live-start", daemon=True).start()
 
     def _check(self, fleet: str, snapshot: Snapshot, accepted: Snapshot | None) -> list[Failure]:
         """The whole snapshot without a baseline, else only what changed since the accepted one. A rejected

@@ -55,6 +55,7 @@ class LiveEnvoy:
         self._server: grpc.aio.Server | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._connected = False
+        self._closed = False
         self._target = ""  # the snapshot version being checked
         self._verdict: str | None = None  # "ACK", or "NACK: <Envoy's error>"
 
@@ -62,18 +63,32 @@ class LiveEnvoy:
         """Whether Envoy ACKed every resource of `subject`; False when it NACKed or could not tell."""
         unbound = _unbound(subject)
         with self._lock:
+            if self._closed:
+                return False
             for _ in range(2):  # an Envoy that died since the last check is started again, once
                 try:
                     self._ensure_running()
                     return self._check(unbound)
                 except _Exited:
                     self._stop()
-                except (OSError, RuntimeError, TimeoutError, grpc.RpcError) as err:
-                    log.warning("preflight.live_unavailable", error=str(err), phase="Gate")
-                    self._stop()
-                    return False
-            log.warning("preflight.live_unavailable", error="the live Envoy exited during two checks", phase="Gate")
-            return False
+                except _FAILURES as err:
+                    return self._unavailable(err)
+            return self._unavailable(_Exited("the live Envoy exited during two checks"))
+
+    def start(self) -> None:
+        """Start Envoy now, so that the first check does not wait for it."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._ensure_running()
+            except _FAILURES as err:
+                self._unavailable(err)
+
+    def _unavailable(self, error: Exception) -> bool:
+        log.warning("preflight.live_unavailable", error=str(error), phase="Gate")
+        self._stop()
+        return False
 
     @property
     def pid(self) -> int | None:
@@ -81,7 +96,9 @@ class LiveEnvoy:
         return self._process.pid if self._alive() and self._process is not None else None
 
     def close(self) -> None:
+        """Stop Envoy for good: a later start or check does nothing."""
         with self._lock:
+            self._closed = True
             self._stop()
 
     # ------------------------------------------------------------------ one check
@@ -176,6 +193,9 @@ class LiveEnvoy:
 
 class _Exited(RuntimeError):
     """The Envoy process ended during a check."""
+
+
+_FAILURES = (OSError, RuntimeError, TimeoutError, grpc.RpcError)
 
 
 def _unbound(subject: Snapshot) -> Snapshot:

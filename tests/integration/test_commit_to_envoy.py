@@ -246,5 +246,10 @@ def test_unknown_fleet_is_refused(
     stranger = start_envoy("no-such-fleet", "stranger-1", daemon.xds_port)
     wait_for(lambda: "no-such-fleet" in daemon.log() and "xds.unknown_fleet" in daemon.log(), what="refusal log")
     assert _listener_names(stranger) == set()
-    assert stranger.stats("control_plane.connected_state")["control_plane.connected_state"] == 0
+    # Envoy retries the stream and counts as connected until each retry is refused again: poll for the state
+    # between retries rather than read it once (under load a retry can be in flight at any given moment).
+    wait_for(
+        lambda: stranger.stats("control_plane.connected_state")["control_plane.connected_state"] == 0,
+        what="the stranger's stream to be closed",
+    )
     assert all(f["nodes"] == [] for f in daemon.status()["fleets"])

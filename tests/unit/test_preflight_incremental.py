@@ -302,6 +302,14 @@ def live_checker() -> Iterator[RecordingPreflight]:
     assert checker.live_pid() is None  # closing the preflight stopped its Envoy
 
 
+def test_the_live_envoy_starts_as_soon_as_a_fleet_has_a_baseline(live_checker: RecordingPreflight) -> None:
+    deadline = time.monotonic() + 20
+    while live_checker.live_pid() is None and time.monotonic() < deadline:  # started in the background
+        time.sleep(0.05)
+    pid = live_checker.live_pid()
+    assert pid is not None and _running(pid)
+
+
 def test_a_route_change_is_accepted_by_the_live_envoy_without_a_validate_run(
     live_checker: RecordingPreflight,
 ) -> None:
