@@ -18,6 +18,7 @@ server on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import signal
@@ -183,11 +184,13 @@ class LiveEnvoy:
         loop, self._loop = self._loop, None
         if loop is not None:
             if self._server is not None:
-                asyncio.run_coroutine_threadsafe(self._server.stop(grace=None), loop).result(5)
+                with contextlib.suppress(TimeoutError, RuntimeError):  # a wedged server must not fail the check
+                    asyncio.run_coroutine_threadsafe(self._server.stop(grace=None), loop).result(5)
             loop.call_soon_threadsafe(loop.stop)
             if self._thread is not None:
                 self._thread.join(5)
-            loop.close()
+            if not loop.is_running():  # else its daemon thread ends with the process
+                loop.close()
         self._server, self._ads, self._thread, self._connected = None, None, None, False
 
 
