@@ -133,6 +133,15 @@ def serve_http(harness: XdsHarness, backend: str, upstreams: Mapping[str, EchoSe
 
 
 @contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses connections for the `with` block: bound, never listening. Unlike a port
+    free_port() picked, nothing else (a gateway listener picked next, say) can take it meanwhile and answer."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
+@contextmanager
 def started(*names: str) -> Iterator[dict[str, ScriptedUpstream]]:
     """Scripted upstreams by name, running for the `with` block (a module fixture's lifetime)."""
     servers = {name: ScriptedUpstream(name).start() for name in names}

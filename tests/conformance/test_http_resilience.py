@@ -21,6 +21,7 @@ from tests.conformance.http_upstreams import (
     get,
     http_gateway,
     http_routes,
+    refusing_port,
     service,
     started,
 )
@@ -106,11 +107,12 @@ def test_default_policy_retries_connect_failures_on_another_host(
     gateway: XdsHarness, upstream: ScriptedUpstream
 ) -> None:
     """One endpoint refuses connections: the default policy (2 retries, previous-hosts predicate) hides it."""
-    dead = f"{{address: 127.0.0.1, ports: {{http: {free_port()}}}, labels: {{version: dead}}}}"
-    port = serve(gateway, upstream, ROUTE, extra_endpoint=dead)
-    assert all(get(port).status_code == 200 for _ in range(20))
-    port = serve(gateway, upstream, f"retries: {{attempts: 0}}\n    {ROUTE}", extra_endpoint=dead)
-    assert any(get(port).status_code == 503 for _ in range(20))  # no retries: the dead host shows
+    with refusing_port() as refusing:
+        dead = f"{{address: 127.0.0.1, ports: {{http: {refusing}}}, labels: {{version: dead}}}}"
+        port = serve(gateway, upstream, ROUTE, extra_endpoint=dead)
+        assert all(get(port).status_code == 200 for _ in range(20))
+        port = serve(gateway, upstream, f"retries: {{attempts: 0}}\n    {ROUTE}", extra_endpoint=dead)
+        assert any(get(port).status_code == 503 for _ in range(20))  # no retries: the dead host shows
 
 
 def test_per_try_timeout(gateway: XdsHarness, upstream: ScriptedUpstream) -> None:

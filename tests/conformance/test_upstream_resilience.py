@@ -12,7 +12,7 @@ import requests
 
 from reconciler.cli.localrun import EchoServer, free_port
 from tests.conformance.harness import XdsHarness
-from tests.conformance.http_upstreams import ScriptedUpstream, documents, get, http_gateway
+from tests.conformance.http_upstreams import ScriptedUpstream, documents, get, http_gateway, refusing_port
 from tests.conformance.upstream_support import endpoint, route_all, static_entry
 
 HOST = "api.example.com"
@@ -64,27 +64,26 @@ spec:
 def test_outlier_detection_ejects_the_bad_endpoint(
     gateway: XdsHarness, healthy: EchoServer, failing: EchoServer, bad: str
 ) -> None:
-    port = free_port()
-    service = f"{bad}.internal"  # a cluster of its own: Envoy keeps ejection state per cluster across updates
-    bad_endpoint = (
-        f"{{address: 127.0.0.1, ports: {{http: {free_port()}}}}}" if bad == "refuses-connections" else endpoint(failing)
-    )
-    policy = (
-        "{outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100}}"
-    )
-    gateway.apply(
-        documents(
-            http_gateway(port),
-            with_rule(static_entry(service, [endpoint(healthy), bad_endpoint]), policy, service),
-            route_all(HOST, service),  # no retries: a request that reaches the bad endpoint fails
+    with refusing_port() as refusing:  # held, so no listener can take it and answer
+        port = free_port()
+        service = f"{bad}.internal"  # a cluster of its own: Envoy keeps ejection state per cluster across updates
+        refuses = f"{{address: 127.0.0.1, ports: {{http: {refusing}}}}}"
+        bad_endpoint = refuses if bad == "refuses-connections" else endpoint(failing)
+        policy = "{outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 60s, "
+        policy += "maxEjectionPercent: 100}}"
+        gateway.apply(
+            documents(
+                http_gateway(port),
+                with_rule(static_entry(service, [endpoint(healthy), bad_endpoint]), policy, service),
+                route_all(HOST, service),  # no retries: a request that reaches the bad endpoint fails
+            )
         )
-    )
-    ejected_before = cluster_stat(gateway, "outlier_detection.ejections_enforced_total", service)
-    statuses = Counter(get(port, host=HOST).status_code for _ in range(40))
-    # The first request the bad endpoint gets fails and ejects it; without ejection about half would fail.
-    assert statuses[200] >= 39, statuses
-    assert [get(port, host=HOST).headers.get("x-upstream") for _ in range(20)] == ["healthy"] * 20
-    assert cluster_stat(gateway, "outlier_detection.ejections_enforced_total", service) == ejected_before + 1
+        ejected_before = cluster_stat(gateway, "outlier_detection.ejections_enforced_total", service)
+        statuses = Counter(get(port, host=HOST).status_code for _ in range(40))
+        # The first request the bad endpoint gets fails and ejects it; without ejection about half would fail.
+        assert statuses[200] >= 39, statuses
+        assert [get(port, host=HOST).headers.get("x-upstream") for _ in range(20)] == ["healthy"] * 20
+        assert cluster_stat(gateway, "outlier_detection.ejections_enforced_total", service) == ejected_before + 1
 
 
 def test_connection_pool_limits_overflow_with_503(gateway: XdsHarness, slow: ScriptedUpstream) -> None:
