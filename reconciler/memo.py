@@ -7,7 +7,7 @@ builds did not ask for (`Memo.age` once per build), so memory follows the repo, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -38,8 +38,8 @@ class Memo(Generic[K, V]):
         self._previous: dict[K, V] = {}
 
     def get(self, key: K, compute: Callable[[], V]) -> V:
-        # A key is in one table at most. Most keys are asked for once per build, and after `age` they are in
-        # `_previous`: look there first, which costs one hash of the key less than asking `_current` first.
+        # Most keys are asked for once per build, and after `age` they are in `_previous`: look there first,
+        # which costs one hash of the key less than asking `_current` first (a key `keep` renewed may be in both).
         current = self._current
         value: V = self._previous.pop(key, _MISSING)
         if value is _MISSING:
@@ -49,6 +49,10 @@ class Memo(Generic[K, V]):
             value = compute()
         current[key] = value
         return value
+
+    def keep(self, entries: Mapping[K, V]) -> None:
+        """Count `entries` as asked for by this build (a caller that answered from a coarser table)."""
+        self._current.update(entries)
 
     def age(self) -> None:
         self._previous, self._current = self._current, {}

@@ -12,7 +12,8 @@ dropped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 
@@ -23,8 +24,8 @@ from reconciler.manifests.loader import load_file
 from reconciler.manifests.model import Resource
 from reconciler.memo import Memo, Same
 from reconciler.translate.clusters import encode_service_clusters
-from reconciler.translate.memos import TranslateMemos
-from reconciler.translate.routes import Proxy, VirtualHostPlan, virtual_host_entry, vs_routes
+from reconciler.translate.memos import BuiltRouteConfig, RouteConfigRequest, TranslateMemos
+from reconciler.translate.routes import Proxy, VirtualHostPlan, proxy_of, virtual_host_entry, vs_routes
 from reconciler.translate.snapshot import XdsResource
 from reconciler.validation import ValidationMemo
 
@@ -33,8 +34,19 @@ RouteKey = tuple[Same, int, str, tuple[tuple[tuple[str, str], ...], str], bool] 
 VirtualHostKey = tuple[str, int, bool, tuple[Same, ...]]  # host, port, require TLS, each VS's routes
 # A Service is made from its ServiceEntry alone, a ResolvedDestinationRule from its sources (config.resolve).
 ServiceKey = tuple[str, Same, tuple[Same, ...]]  # host, ServiceEntry, the DestinationRule's sources
+# name, port, redirects, each server (resolve hands back the very same BoundServer while none of its
+# VirtualServices changed) and each server's proxy (labels, namespace)
+RouteConfigKey = tuple[str, int, bool, tuple[Same, ...], tuple[Hashable, ...]]
 # Besides its own VirtualService, a VS's routes read these kinds (cluster names, ports, hash policies).
 ROUTE_INPUT_KINDS = frozenset({"ServiceEntry", "DestinationRule"})
+
+
+@dataclass(frozen=True)
+class _Used:
+    """The entries of the route and virtual-host tables one route configuration was built from."""
+
+    routes: dict[RouteKey, tuple[rc.Route, ...]]
+    virtual_hosts: dict[VirtualHostKey, bytes]
 
 
 class BuildCache:
@@ -47,13 +59,15 @@ class BuildCache:
         self.routes: Memo[RouteKey, tuple[rc.Route, ...]] = Memo()
         self.virtual_hosts: Memo[VirtualHostKey, bytes] = Memo()
         self.service_clusters: Memo[ServiceKey, tuple[XdsResource, ...]] = Memo()
-        self.translate_memos = TranslateMemos(self.http_routes, self.virtual_host, self.clusters_of)
+        self.route_configs: Memo[RouteConfigKey, tuple[BuiltRouteConfig, _Used]] = Memo()
+        self._used: _Used | None = None  # while a route configuration builds: what it asks the finer tables
+        self.translate_memos = TranslateMemos(self.http_routes, self.virtual_host, self.clusters_of, self.route_config)
         # Rather than track which services and destination rules each VS's routes read, routes are kept
         # only while all of them are unchanged.
         self._route_inputs: tuple[Same, ...] = ()
 
     def start_build(self) -> None:
-        for memo in (self.files, self.routes, self.virtual_hosts, self.service_clusters):
+        for memo in (self.files, self.routes, self.virtual_hosts, self.service_clusters, self.route_configs):
             memo.age()
 
     def loaded(self, resources: Sequence[Resource]) -> None:
@@ -61,6 +75,7 @@ class BuildCache:
         inputs = tuple(Same(r) for r in resources if r.kind in ROUTE_INPUT_KINDS)
         if inputs != self._route_inputs:
             self.routes.clear()
+            self.route_configs.clear()
             self._route_inputs = inputs
 
     # The cached forms of the pipeline's per-item steps, with the signatures the stages take.
@@ -76,12 +91,43 @@ class BuildCache:
         self, config: ResolvedConfig, vs: ResolvedVirtualService, port: int, gateway: str, proxy: Proxy, is_tls: bool
     ) -> tuple[rc.Route, ...]:
         key = (Same(vs), port, gateway, proxy.key, is_tls)
-        return self.routes.get(key, lambda: vs_routes(config, vs, port, gateway, proxy, is_tls))
+        routes = self.routes.get(key, lambda: vs_routes(config, vs, port, gateway, proxy, is_tls))
+        if self._used is not None:
+            self._used.routes[key] = routes
+        return routes
 
     def virtual_host(self, plan: VirtualHostPlan) -> bytes:
         # The route tuples come from `http_routes`: the same objects exactly when their inputs are unchanged.
         key = (plan.host, plan.port, plan.require_tls, tuple(Same(routes) for routes in plan.routes))
-        return self.virtual_hosts.get(key, lambda: virtual_host_entry(plan))
+        entry = self.virtual_hosts.get(key, lambda: virtual_host_entry(plan))
+        if self._used is not None:
+            self._used.virtual_hosts[key] = entry
+        return entry
+
+    def route_config(
+        self, config: ResolvedConfig, request: RouteConfigRequest, build: Callable[[], BuiltRouteConfig]
+    ) -> BuiltRouteConfig:
+        """A whole route configuration, kept while its servers are the very same objects: a one-VirtualService
+        change then rebuilds only the route configurations of the servers that VirtualService is bound to.
+
+        What its build asked `http_routes` and `virtual_host` for is kept with it and renewed in those tables
+        whenever it is used, so that they still hold it when one of its VirtualServices changes later."""
+
+        def build_recording() -> tuple[BuiltRouteConfig, _Used]:
+            self._used = _Used({}, {})
+            try:
+                return build(), self._used
+            finally:
+                self._used = None
+
+        servers = tuple(Same(bound) for bound in request.servers)
+        proxies = tuple(proxy_of(config, bound).key for bound in request.servers)
+        built, used = self.route_configs.get(
+            (request.name, request.port, request.redirects, servers, proxies), build_recording
+        )
+        self.routes.keep(used.routes)
+        self.virtual_hosts.keep(used.virtual_hosts)
+        return built
 
     def clusters_of(self, service: Service, rule: ResolvedDestinationRule | None) -> tuple[XdsResource, ...]:
         key = (service.host, Same(service.source), tuple(Same(s) for s in rule.sources) if rule else ())

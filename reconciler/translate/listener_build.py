@@ -20,7 +20,7 @@ from reconciler.translate.listeners import (
     listener_name,
     tcp_chain,
 )
-from reconciler.translate.memos import TranslateMemos
+from reconciler.translate.memos import BuiltRouteConfig, RouteConfigRequest, TranslateMemos
 from reconciler.translate.routes import encode_route_config, plan_route_config, route_config_name
 from reconciler.translate.secrets import SecretBook
 from reconciler.translate.snapshot import XdsResource
@@ -37,10 +37,17 @@ class FleetContext:
     memos: TranslateMemos = field(default_factory=TranslateMemos)
 
     def route_config(self, name: str, port: int, servers: Sequence[BoundServer], redirects: bool) -> XdsResource:
-        plan = plan_route_config(self.config, name, port, servers, self.memos.http_routes)
-        if redirects:
-            apply_https_redirects(plan, servers, port, self.findings)
-        return encode_route_config(plan, self.memos.virtual_host)
+        request = RouteConfigRequest(name, port, servers, redirects)
+        resource, findings = self.memos.route_configs(self.config, request, lambda: self._build_route_config(request))
+        self.findings.extend(findings)
+        return resource
+
+    def _build_route_config(self, request: RouteConfigRequest) -> BuiltRouteConfig:
+        plan = plan_route_config(self.config, request.name, request.port, request.servers, self.memos.http_routes)
+        findings: list[Finding] = []
+        if request.redirects:
+            apply_https_redirects(plan, request.servers, request.port, findings)
+        return encode_route_config(plan, self.memos.virtual_host), tuple(findings)
 
 
 def build_port(context: FleetContext, group: PortServers) -> list[Message | XdsResource]:

@@ -95,7 +95,7 @@ def plan_route_config(
     vhosts: dict[str, list[Sequence[rc.Route]]] = {}
     built: set[tuple[str, str, str]] = set()  # (host, gateway, VS) already appended
     for bound in servers:
-        proxy = _proxy_of(config, bound)
+        proxy = proxy_of(config, bound)
         is_tls = bound.server.port.protocol.upper() == "HTTPS"
         gateway = bound.gateway.ref
         for host, virtual_services in bound.virtual_hosts:
@@ -227,7 +227,7 @@ def _catch_all_last(routes: list[rc.Route]) -> list[rc.Route]:
     return ordered + [r for r, last in zip(routes, catch_all, strict=True) if last]
 
 
-def _proxy_of(config: ResolvedConfig, bound: BoundServer) -> Proxy:
+def proxy_of(config: ResolvedConfig, bound: BoundServer) -> Proxy:
     """A fleet member's labels are its Fleet's selector; its namespace, for istiod's checks, the Gateway's.
 
     One Gateway can serve several fleets, so the fleet is the one holding this very BoundServer object.

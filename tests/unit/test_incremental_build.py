@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.synthetic import RepoShape, generate
+from bench.synthetic import RepoShape, change_destination, generate
+from reconciler import pipeline_cache
 from reconciler.pipeline import Build, build
 from reconciler.pipeline_cache import BuildCache
-from reconciler.translate import TranslateOptions
+from reconciler.translate import TranslateOptions, listener_build
 from tests.unit.random_revisions import random_revision
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "cases"
@@ -75,3 +76,26 @@ def test_entries_unused_by_the_latest_two_builds_are_dropped() -> None:
     assert len(cache.files) == full  # the previous build may come back (a revert)
     build(smaller, cache=cache)
     assert len(cache.files) == full - 1
+
+
+def test_a_one_vs_change_rebuilds_only_its_route_configuration_and_routes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Changes to VirtualServices of different servers, one after the other: each build plans only the route
+    configuration that VirtualService is on and builds only its routes, even for a route configuration whose
+    other VirtualServices were last built two builds before (its finer entries are kept with it)."""
+    repo = generate(RepoShape(40, fleets=1, gateways_per_fleet=2))
+    cache = BuildCache()
+    build(repo.files(), cache=cache)
+    planned: list[str] = []
+    routed: list[str] = []
+    plan, routes = listener_build.plan_route_config, pipeline_cache.vs_routes
+    monkeypatch.setattr(listener_build, "plan_route_config", lambda c, n, *a: planned.append(n) or plan(c, n, *a))
+    monkeypatch.setattr(pipeline_cache, "vs_routes", lambda c, vs, *a: routed.append(vs.ref) or routes(c, vs, *a))
+    by_gateway = {v.gateways[0]: v for v in repo.virtual_services}  # one VirtualService of each gateway
+    for changed in [*by_gateway.values(), *by_gateway.values()]:
+        planned.clear()
+        routed.clear()
+        repo, edited = change_destination(repo, changed.index)
+        files = repo.files()
+        cached = build(files, cache=cache)
+        assert len(planned) == 1 and routed == [f"{edited.namespace}/{edited.name}"], (planned, routed)
+        assert_same_build(cached, build(files))
