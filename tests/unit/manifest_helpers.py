@@ -55,5 +55,17 @@ spec:
 """
 
 
+def destination_rule(name: str, host: str, *spec: str) -> str:
+    """A DestinationRule for `host`; `spec` are more lines under `spec:`, e.g. "trafficPolicy: {...}"."""
+    more = "".join(f"\n  {line}" for line in spec)
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {name}}}
+spec:
+  host: "{host}"{more}
+"""
+
+
 def documents(*docs: str) -> str:
     return "\n---\n".join(textwrap.dedent(doc).strip("\n") for doc in docs) + "\n"

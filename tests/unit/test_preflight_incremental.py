@@ -25,7 +25,16 @@ from reconciler.validation.preflight import Preflight, PreflightOptions
 from reconciler.validation.preflight_delta import changed_virtual_hosts
 from reconciler.validation.preflight_live import LiveEnvoy
 from reconciler.validation.static_config import HCM_TYPE
-from tests.unit.manifest_helpers import FLEET, SERVICE, TO_APP, documents, gateway, http_server, virtual_service
+from tests.unit.manifest_helpers import (
+    FLEET,
+    SERVICE,
+    TO_APP,
+    destination_rule,
+    documents,
+    gateway,
+    http_server,
+    virtual_service,
+)
 
 SPARE_SERVICE = SERVICE.replace("name: app", "name: spare").replace("app.internal", "spare.internal")
 GATEWAY = gateway(http_server(8080), http_server(8081).replace("name: http", "name: http-2"))
@@ -149,14 +158,7 @@ def test_a_broken_route_is_traced_to_its_rule_and_the_fix_is_checked_alone() -> 
     assert routed_hosts(fix) == {name: ["b.example.com"] for name in ("http.8080", "http.8081")}
 
 
-POOL_RULE = """
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: app}
-spec:
-  host: app.internal
-  trafficPolicy: {connectionPool: {tcp: {maxConnections: 7}}}
-"""
+POOL_RULE = destination_rule("app", "app.internal", "trafficPolicy: {connectionPool: {tcp: {maxConnections: 7}}}")
 
 
 @pytest.mark.parametrize(

@@ -6,25 +6,14 @@ import pytest
 
 from reconciler.pipeline import build
 from reconciler.translate.cluster_policy import rule_for
-from tests.unit.manifest_helpers import documents
-
-
-def rule(name: str, host: str) -> str:
-    return f"""
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: {name}}}
-spec:
-  host: "{host}"
-"""
-
+from tests.unit.manifest_helpers import destination_rule, documents
 
 RULES = documents(
-    rule("everything", "*"),
-    rule("dot-com", "*.com"),
-    rule("example", "*.example.com"),
-    rule("deep", "*.b.example.com"),
-    rule("exact", "a.example.com"),
+    destination_rule("everything", "*"),
+    destination_rule("dot-com", "*.com"),
+    destination_rule("example", "*.example.com"),
+    destination_rule("deep", "*.b.example.com"),
+    destination_rule("exact", "a.example.com"),
 )
 
 
@@ -45,5 +34,5 @@ def test_the_most_specific_covering_rule_wins(host: str, expected: str) -> None:
 
 
 def test_no_rule_covers_a_host_when_no_wildcard_does() -> None:
-    config = build({"rules.yaml": documents(rule("example", "*.example.com")).encode()}).config
+    config = build({"rules.yaml": documents(destination_rule("example", "*.example.com")).encode()}).config
     assert rule_for(config, "shop.org") is None

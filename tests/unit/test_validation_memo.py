@@ -17,30 +17,20 @@ from reconciler.manifests.loader import load_manifests
 from reconciler.pipeline_cache import BuildCache
 from reconciler.validation import validate
 from reconciler.validation.item_checks import ItemChecks
-from tests.unit.manifest_helpers import FLEET, documents, gateway, http_server
+from tests.unit.manifest_helpers import FLEET, destination_rule, documents, gateway, http_server
 from tests.unit.manifest_helpers import SERVICE as PLAIN_SERVICE
 from tests.unit.random_revisions import random_revision
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "cases"
 
 SERVICE = PLAIN_SERVICE.replace("{address: 10.0.0.1}", "{address: 10.0.0.1, labels: {version: v1}}")
-RULE = """
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: app}
-spec:
-  host: app.internal
-  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
-  subsets: [{name: v1, labels: {version: v1}}]
-"""
-WILDCARD_RULE = """
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: wild}
-spec:
-  host: "*.internal"
-  trafficPolicy: {loadBalancer: {simple: RANDOM}}
-"""
+RULE = destination_rule(
+    "app",
+    "app.internal",
+    "trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}",
+    "subsets: [{name: v1, labels: {version: v1}}]",
+)
+WILDCARD_RULE = destination_rule("wild", "*.internal", "trafficPolicy: {loadBalancer: {simple: RANDOM}}")
 SHOP = """
 apiVersion: networking.istio.io/v1
 kind: VirtualService
