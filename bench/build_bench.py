@@ -131,10 +131,11 @@ def _compare(result: Build, fleets: Sequence[str], floor_bodies: list[list[bytes
 def one_change(repo: SyntheticRepo, applied: Build, workdir: Path, repeats: int) -> dict[str, Any]:
     """A commit that edits one VirtualService: the daemon's path from the new SHA to response bytes.
 
-    That path is `git ls-remote` + fetch + read the tree (changed blobs only) + a build with the daemon's
-    BuildCache + the daemon's gate (the secret scan and the Envoy preflight of every fleet snapshot that
-    changed, as `Daemon._gate` runs them) + finding what changed + the DiscoveryResponse bodies of the
-    changed types (what the ADS server then sends to every node).
+    That path is the daemon's after a webhook: fetch (no ls-remote first: the push said the branch moved) +
+    read the tree (changed blobs only) + a build with the daemon's BuildCache + the daemon's gate (the secret
+    scan and the Envoy preflight of every fleet snapshot that changed, as `Daemon._gate` runs them) + finding
+    what changed + the DiscoveryResponse bodies of the changed types (what the ADS server then sends to every
+    node).
     The floor is the protobuf work the change needs: rebuilding the route configurations that hold the
     VirtualService (SotW RDS resends them whole), and — the floor of VHDS or per-host splitting — its one
     virtual host.
@@ -144,14 +145,13 @@ def one_change(repo: SyntheticRepo, applied: Build, workdir: Path, repeats: int)
     remote.commit_and_push("synthetic repo")
     source = GitSource(remote.url, "main", ".", workdir / "mirror")
     source.fetch()
-    stages: dict[str, list[float]] = {k: [] for k in ("ls_remote", "fetch", "read_tree", "build", "gate",
-                                                      "diff_and_bytes")}  # fmt: skip
+    stages: dict[str, list[float]] = {k: [] for k in ("fetch", "read_tree", "build", "gate", "diff_and_bytes")}
     totals, rds_floor, vhost_floor, pushed = [], [], [], []
     preflight = Preflight(PreflightOptions(live=True))  # as the daemon runs it (daemon config preflight.live)
     preflight.check(applied)  # the daemon preflighted the applied revision already: those verdicts are cached
     cache = BuildCache()  # the daemon's cache, which holds the applied revision's work (reconciler/daemon/app.py)
     scanner = SecretScanner()  # the daemon's, which scanned the applied revision
-    files = source.read_files(source.remote_head())  # and the source read its blobs
+    files = source.read_files(source.fetch())  # and the source read its blobs
     scanner.scan(files)
     build(files, cache=cache)
     retire_from_collection()
@@ -160,8 +160,7 @@ def one_change(repo: SyntheticRepo, applied: Build, workdir: Path, repeats: int)
         write_tree(remote.work, {changed.path: repo.files()[changed.path]})
         remote.commit_and_push(f"move {changed.name}'s probe route")
         gc.collect()
-        t_ls, head = timed(source.remote_head)
-        t_fetch, _ = timed(source.fetch)
+        t_fetch, head = timed(source.fetch)
         t_read, files = timed(source.read_files, head)
         t_build, result = timed(partial(build, cache=cache), files)
         t_gate, findings = timed(_gate, scanner, preflight, files, result)
@@ -169,9 +168,9 @@ def one_change(repo: SyntheticRepo, applied: Build, workdir: Path, repeats: int)
             raise RuntimeError(f"the daemon's gate refuses the change: {findings[0]}")
         retire_from_collection()  # as the daemon does once the rollouts started (off the timed path there too)
         t_bytes, bodies = timed(changed_responses, applied, result)
-        for key, value in zip(stages, (t_ls, t_fetch, t_read, t_build, t_gate, t_bytes), strict=True):
+        for key, value in zip(stages, (t_fetch, t_read, t_build, t_gate, t_bytes), strict=True):
             stages[key].append(value)
-        totals.append(t_ls + t_fetch + t_read + t_build + t_gate + t_bytes)
+        totals.append(t_fetch + t_read + t_build + t_gate + t_bytes)
         pushed.append(sum(map(len, bodies)))
         t_rds, _ = timed(_rds_floor, repo, changed)
         t_vhost, _ = timed(_vhost_floor, repo, changed)
@@ -181,6 +180,7 @@ def one_change(repo: SyntheticRepo, applied: Build, workdir: Path, repeats: int)
     repo, changed = change_destination(repo, single_gateway_vs(repo, repeats).index)
     lags = loop_lag_during(partial(build, cache=cache), repo.files())
     preflight.close()
+    source.close()
     return {
         "virtual_services": len(repo.virtual_services),
         "new_sha_to_bytes_s": summary(totals),

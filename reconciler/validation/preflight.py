@@ -109,9 +109,21 @@ class Preflight:
         if not build.snapshots or build.config is None:
             return []
         config = build.config
-        workers = self.options.parallel or os.cpu_count() or 1
-        with ThreadPoolExecutor(max_workers=min(workers, len(build.snapshots))) as pool:
-            outcomes = dict(zip(build.snapshots, pool.map(self._outcome, build.snapshots.items()), strict=True))
+        outcomes: dict[str, tuple[Failure, ...] | PreflightError] = {}
+        unknown = []
+        for fleet, snapshot in build.snapshots.items():
+            known = self._known(snapshot)
+            if known is None:
+                unknown.append((fleet, snapshot))
+            else:
+                outcomes[fleet] = known
+        # Threads only for several fleets at once: starting a pool costs more than a live check (~8 ms a thread).
+        if len(unknown) > 1:
+            workers = self.options.parallel or os.cpu_count() or 1
+            with ThreadPoolExecutor(max_workers=min(workers, len(unknown))) as pool:
+                outcomes.update(zip((fleet for fleet, _ in unknown), pool.map(self._outcome, unknown), strict=True))
+        else:
+            outcomes.update((fleet, self._outcome((fleet, snapshot))) for fleet, snapshot in unknown)
         findings: list[Finding] = []
         for fleet, outcome in sorted(outcomes.items()):
             if isinstance(outcome, PreflightError):
@@ -122,17 +134,15 @@ class Preflight:
 
     def failures(self, fleet: str, snapshot: Snapshot) -> tuple[Failure, ...]:
         """What Envoy rejects in one fleet's snapshot (cached by snapshot version); raises PreflightError."""
-        key = (snapshot.version, self.options.files_are_local)
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
+        known = self._known(snapshot)
+        if known is not None:
+            return known
         baseline_key = (fleet, self.options.files_are_local)
         with self._lock:
             accepted = self._accepted.get(baseline_key)
         found = tuple(self._check(fleet, snapshot, accepted))
         with self._lock:
-            self._cache[key] = found
+            self._cache[(snapshot.version, self.options.files_are_local)] = found
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
             if not found:
@@ -140,6 +150,15 @@ class Preflight:
         if accepted is None and not found:
             self._start_live()  # the fleet's next check may be the live Envoy's
         return found
+
+    def _known(self, snapshot: Snapshot) -> tuple[Failure, ...] | None:
+        """The verdict on a snapshot checked before, if it is still cached."""
+        key = (snapshot.version, self.options.files_are_local)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        return None
 
     def accepted_before(self, fleet: str, snapshot: Snapshot) -> None:
         """`snapshot` of `fleet` was accepted earlier (the daemon's last good, every node ACKed it): the baseline

@@ -28,7 +28,10 @@ resource to the check.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from bisect import bisect_right
+from collections.abc import Collection, Mapping, Sequence
+from itertools import accumulate
+from operator import itemgetter
 
 from envoy.config.route.v3 import route_components_pb2
 
@@ -102,11 +105,12 @@ def changed_virtual_hosts(old: XdsResource | None, new: XdsResource) -> XdsResou
         if number == VIRTUAL_HOSTS and entry not in unchanged
         for domain in _domains(entry)
     }
+    clashing = _holding(new.body, new_fields, changed_domains)
     kept = []
-    for number, entry in new_fields:
+    for index, (number, entry) in enumerate(new_fields):
         if number != VIRTUAL_HOSTS or entry not in unchanged:
             kept.append(entry)
-        elif _may_clash(entry, changed_domains):
+        elif index in clashing:
             kept.append(_stub(entry))
     body = b"".join(kept)
     return XdsResource(new.type_url, new.name, body, content_digest(body))
@@ -125,12 +129,25 @@ def _domains(virtual_host_entry: bytes) -> list[bytes]:
     return [payload(entry) for number, entry in fields(payload(virtual_host_entry)) if number == DOMAINS]
 
 
-def _may_clash(virtual_host_entry: bytes, lower_domains: Collection[bytes]) -> bool:
-    """Whether the virtual host may hold one of the domains (bytes.lower, like Envoy's, is ASCII only)."""
+def _holding(body: bytes, body_fields: Sequence[tuple[int, bytes]], lower_domains: Collection[bytes]) -> set[int]:
+    """The indexes of the fields (consecutive slices of `body`) whose lower-cased bytes hold one of the domains
+    (bytes.lower, like Envoy's, is ASCII only). One pass over the whole body in C, rather than lower-casing
+    each of thousands of virtual hosts in turn."""
     if not lower_domains:
-        return False
-    lowered = virtual_host_entry.lower()
-    return any(domain in lowered for domain in lower_domains)
+        return set()
+    lowered = body.lower()
+    ends = list(accumulate(map(len, map(itemgetter(1), body_fields))))
+    holding = set()
+    for domain in lower_domains:
+        at = lowered.find(domain)
+        while at >= 0:
+            index = bisect_right(ends, at)
+            if at + len(domain) <= ends[index]:  # within the field, not across its end: on to the next field
+                holding.add(index)
+                at = lowered.find(domain, ends[index])
+            else:
+                at = lowered.find(domain, at + 1)
+    return holding
 
 
 def _stub(virtual_host_entry: bytes) -> bytes:
@@ -148,10 +165,14 @@ def _changed(old: Mapping[str, XdsResource], new: Mapping[str, XdsResource]) -> 
 
 def _naming(resources: Mapping[str, XdsResource], names: Collection[str]) -> set[str]:
     """The resources that name any of `names`."""
+    if not names:  # the usual case, and a loop over thousands of resources saved
+        return set()
     wanted = [name.encode() for name in names]
     return {key for key, resource in resources.items() if any(name in resource.body for name in wanted)}
 
 
 def _named_by(resources: Mapping[str, XdsResource], namers: Collection[XdsResource]) -> set[str]:
     """The resources that any of `namers` names."""
+    if not namers:
+        return set()
     return {key for key in resources if any(key.encode() in namer.body for namer in namers)}

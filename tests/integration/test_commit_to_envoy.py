@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from reconciler.cli.localrun import EchoServer, EnvoyProcess, free_port
-from tests.support import DaemonProcess, GitRemote, wait_for
+from tests.support import DaemonProcess, GitRemote, InProcessDaemon, wait_for
 
 HOST = "shop.example.test"
 
@@ -253,3 +253,28 @@ def test_unknown_fleet_is_refused(
         what="the stranger's stream to be closed",
     )
     assert all(f["nodes"] == [] for f in daemon.status()["fleets"])
+
+
+def test_a_push_trigger_fetches_at_once_and_a_poll_asks_first(
+    remote: GitRemote, upstreams: dict[str, EchoServer], tmp_path: Path
+) -> None:
+    """After a push (the API's reconcile, as a webhook does) the daemon fetches without an ls-remote first;
+    a scheduled poll still asks first, so an idle repository is never fetched from."""
+    gateway_repo(remote, upstreams, free_port(), target="a")
+    first = remote.commit_and_push("route shop to a")
+    daemon = InProcessDaemon(tmp_path, remote.url, poll="1h").start()
+    try:
+        wait_for(lambda: daemon.status()["head"] == first, what="the first poll")
+        asked: list[str] = []
+        source = daemon.daemon.source
+        ask = source.remote_head
+        source.remote_head = lambda: asked.append("ls-remote") or ask()  # type: ignore[method-assign]
+        route_to(remote, "b")
+        second = remote.commit_and_push("route shop to b")
+        assert requests.post(f"{daemon.api}/api/v1/reconcile", timeout=5).status_code == 202
+        wait_for(lambda: daemon.status()["head"] == second, what="the pushed commit")
+        assert asked == []
+        daemon.daemon.reconcile()  # what the schedule runs
+        assert asked == ["ls-remote"] and daemon.status()["head"] == second
+    finally:
+        daemon.stop()

@@ -191,3 +191,8 @@ def test_the_secret_scanner_rescans_only_changed_files(monkeypatch: pytest.Monke
     scanned.clear()
     assert scanner.scan(changed) == fresh
     assert sorted(scanned) == ["a.yaml", "new.yaml"]
+    removed = {"a.yaml": b"a: 2\n", "new.yaml": b"a: 3\n"}  # the key file deleted, the other key edited out
+    assert scan_for_secrets(removed) == []
+    scanned.clear()
+    assert scanner.scan(removed) == []
+    assert scanned == ["new.yaml"]
