@@ -49,9 +49,7 @@ def _build(
 ) -> Build:
     if cache is not None:
         cache.start_build()
-    manifests = load_manifests(files, lenient=lenient, load=cache.load_file if cache else None)
-    if cache is not None:
-        cache.loaded(manifests.resources)
+    manifests = cache.load(files, lenient) if cache is not None else load_manifests(files, lenient=lenient)
     findings = list(manifests.findings)
     config = resolve(manifests, memo=cache.resolve if cache else None)
     findings.extend(config.findings)

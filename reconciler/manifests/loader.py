@@ -7,6 +7,7 @@ git tree at a SHA (the daemon) without a checkout.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -33,17 +34,24 @@ _TOP_LEVEL_KEYS = {"apiVersion", "kind", "metadata", "spec", "status"}
 class ManifestSet:
     resources: tuple[Resource, ...]
     findings: tuple[Finding, ...] = field(default=())
+    # Each kind's resources in order (what `kinds` gives), from a loader that patched the previous revision's
+    # grouping; derived from `resources`, so it takes no part in equality.
+    grouped: Mapping[str, tuple[Resource, ...]] | None = field(default=None, compare=False, repr=False)
 
     def of_kind(self, kind: str) -> list[Resource]:
-        return list(self._by_kind.get(kind, ()))
+        return list(self.kinds.get(kind, ()))
 
     @functools.cached_property
-    def _by_kind(self) -> dict[str, list[Resource]]:
+    def kinds(self) -> Mapping[str, tuple[Resource, ...]]:
         """The resources grouped once: every stage asks for several kinds, and a big repo has many resources."""
-        by_kind: dict[str, list[Resource]] = {}
-        for r in self.resources:
-            by_kind.setdefault(r.kind, []).append(r)
-        return by_kind
+        return self.grouped if self.grouped is not None else group_by_kind(self.resources)
+
+
+def group_by_kind(resources: Iterable[Resource]) -> dict[str, tuple[Resource, ...]]:
+    by_kind: dict[str, list[Resource]] = {}
+    for r in resources:
+        by_kind.setdefault(r.kind, []).append(r)
+    return {kind: tuple(group) for kind, group in by_kind.items()}
 
 
 def is_manifest_path(path: str) -> bool:
@@ -71,6 +79,8 @@ def load_manifests(files: Mapping[str, bytes], lenient: bool = False, load: File
 
 
 def load_file(path: str, raw: bytes, lenient: bool = False) -> tuple[list[Resource], list[Finding]]:
+    """The file's resources and findings, every one located in `path` (load_memo.py relies on that)."""
+
     def problem(code: str, message: str, line: int = 1, column: int = 1) -> tuple[list[Resource], list[Finding]]:
         return [], [Finding(Severity.ERROR, code, message, Location(path, line, column))]
 
@@ -153,21 +163,26 @@ def _expected_api_versions(kind: str) -> list[str]:
     return [f"{ISTIO_GROUP}/{v}" for v in ISTIO_VERSIONS]
 
 
+ResourceKey = tuple[str, str, str]
+resource_key = operator.attrgetter("kind", "metadata.namespace", "metadata.name")  # what may be defined once
+
+
 def _duplicates(resources: Iterable[Resource]) -> list[Finding]:
-    seen: dict[tuple[str, str, str], Resource] = {}
+    seen: dict[ResourceKey, Resource] = {}
     findings = []
     for r in resources:
-        key = (r.kind, r.namespace, r.name)
-        first = seen.setdefault(key, r)
+        first = seen.setdefault(resource_key(r), r)
         if first is not r:
-            findings.append(
-                Finding(
-                    Severity.ERROR,
-                    "duplicate-resource",
-                    f"{r.ref} is defined twice (first at {first.location}); rename one of them",
-                    r.location,
-                    r.ref,
-                    (first.location,),
-                )
-            )
+            findings.append(duplicate_finding(r, first))
     return findings
+
+
+def duplicate_finding(r: Resource, first: Resource) -> Finding:
+    return Finding(
+        Severity.ERROR,
+        "duplicate-resource",
+        f"{r.ref} is defined twice (first at {first.location}); rename one of them",
+        r.location,
+        r.ref,
+        (first.location,),
+    )

@@ -5,12 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from google.protobuf.message import Message
-
 from reconciler.config.listeners import plan_listeners
 from reconciler.config.model import ResolvedConfig
 from reconciler.diagnostics import Finding
-from reconciler.translate.clusters import build_clusters
 from reconciler.translate.listener_build import FleetContext, build_port
 from reconciler.translate.memos import TranslateMemos
 from reconciler.translate.secrets import Credential, SecretBook
@@ -42,10 +39,12 @@ def translate_fleet(
     """`memos` replaces how per-item pieces are built, e.g. by a cache kept between builds (pipeline_cache)."""
     options = options or TranslateOptions()
     memos = memos or TranslateMemos()
-    context = FleetContext(config, options.default_bind, SecretBook(options.credentials), memos=memos)
-    messages: list[Message | XdsResource] = list(build_clusters(config, memos.service_clusters))
+    context = FleetContext(config, fleet, options.default_bind, SecretBook(options.credentials), memos=memos)
+    clusters = memos.clusters(config)
+    ports: list[XdsResource] = []
     # What the listener plan leaves out is validation's to report (validation.analysis), not reported again here.
     for group in plan_listeners(config, config.fleets[fleet]).ports:
-        messages.extend(build_port(context, group))
-    messages.extend(context.secrets.resources())
-    return Translation(Snapshot.build(messages), (*context.findings, *context.secrets.findings))
+        ports.extend(build_port(context, group))
+    secrets = [XdsResource.of(secret) for secret in context.secrets.resources()]
+    snapshot = memos.snapshots(fleet, (clusters, ports, secrets))
+    return Translation(snapshot, (*context.findings, *context.secrets.findings))

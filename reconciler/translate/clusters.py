@@ -29,14 +29,14 @@ DNS_REFRESH_S = 60  # istiod's mesh default dnsRefreshRate
 ServiceClusters = Callable[[Service, ResolvedDestinationRule | None], Sequence[XdsResource]]
 
 
-def build_clusters(config: ResolvedConfig, service_clusters: ServiceClusters | None = None) -> Iterator[XdsResource]:
+def build_clusters(config: ResolvedConfig, service_clusters: ServiceClusters | None = None) -> tuple[XdsResource, ...]:
     """Every registry service per port, plus one cluster per DestinationRule subset (as istiod does).
 
     `service_clusters` replaces `encode_service_clusters`, e.g. by a cache keyed on the service and its rule.
     """
     encode = service_clusters or encode_service_clusters
-    for host in sorted(config.services):
-        yield from encode(config.services[host], rule_for(config, host))
+    services = config.services
+    return tuple(resource for host in sorted(services) for resource in encode(services[host], rule_for(config, host)))
 
 
 def encode_service_clusters(service: Service, rule: ResolvedDestinationRule | None) -> tuple[XdsResource, ...]:

@@ -6,13 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from envoy.config.listener.v3 import listener_components_pb2
-from google.protobuf.message import Message
 
 from reconciler.config.listeners import Chain, PortServers
 from reconciler.config.model import BoundServer, ResolvedConfig
 from reconciler.config.servers import PortKind, terminates_tls
 from reconciler.diagnostics import Finding
-from reconciler.translate.listener_redirect import apply_https_redirects
 from reconciler.translate.listeners import (
     gateway_listener,
     http_chain,
@@ -20,8 +18,9 @@ from reconciler.translate.listeners import (
     listener_name,
     tcp_chain,
 )
-from reconciler.translate.memos import BuiltRouteConfig, RouteConfigRequest, TranslateMemos
-from reconciler.translate.routes import encode_route_config, plan_route_config, route_config_name
+from reconciler.translate.memos import TranslateMemos
+from reconciler.translate.route_configs import RouteConfigRequest
+from reconciler.translate.routes import route_config_name
 from reconciler.translate.secrets import SecretBook
 from reconciler.translate.snapshot import XdsResource
 from reconciler.translate.tcp import tcp_proxy_filter
@@ -31,26 +30,21 @@ from reconciler.translate.tls import downstream_tls_context
 @dataclass
 class FleetContext:
     config: ResolvedConfig
+    fleet: str
     default_bind: str
     secrets: SecretBook
     findings: list[Finding] = field(default_factory=list)
     memos: TranslateMemos = field(default_factory=TranslateMemos)
 
     def route_config(self, name: str, port: int, servers: Sequence[BoundServer], redirects: bool) -> XdsResource:
-        request = RouteConfigRequest(name, port, servers, redirects)
-        resource, findings = self.memos.route_configs(self.config, request, lambda: self._build_route_config(request))
+        request = RouteConfigRequest(self.fleet, name, port, servers, redirects)
+        resource, findings = self.memos.route_configs(self.config, request)
         self.findings.extend(findings)
         return resource
 
-    def _build_route_config(self, request: RouteConfigRequest) -> BuiltRouteConfig:
-        plan = plan_route_config(self.config, request.name, request.port, request.servers, self.memos.http_routes)
-        findings: list[Finding] = []
-        if request.redirects:
-            apply_https_redirects(plan, request.servers, request.port, findings)
-        return encode_route_config(plan, self.memos.virtual_host), tuple(findings)
 
-
-def build_port(context: FleetContext, group: PortServers) -> list[Message | XdsResource]:
+def build_port(context: FleetContext, group: PortServers) -> list[XdsResource]:
+    """The port's listener and the route configurations it names."""
     name = listener_name(group.bind, group.port)
     route_configs: list[XdsResource] = []
     if group.kind is PortKind.HTTP:
@@ -62,7 +56,8 @@ def build_port(context: FleetContext, group: PortServers) -> list[Message | XdsR
         chains = [chain for chain in built if chain is not None]
     if not chains:  # the plan has no chain for any server of the port (validation said why)
         return []
-    return [gateway_listener(name, group.bind or context.default_bind, group.port, chains), *route_configs]
+    listener = gateway_listener(name, group.bind or context.default_bind, group.port, chains)
+    return [XdsResource.of(listener), *route_configs]
 
 
 def _filter_chain(

@@ -1,46 +1,33 @@
-"""The per-item steps of translation that a cache kept between builds may answer instead (pipeline_cache).
+"""The steps of translation that a cache kept between builds may answer instead (pipeline_cache).
 
-Each step is a pure function of its arguments, so a cache keyed on those arguments returns exactly what the
-step would; these defaults compute every time.
+Each step is a pure function of its arguments, so a cache that keeps what earlier builds computed can answer
+exactly what the step would; these defaults compute every time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
-from reconciler.config.model import BoundServer, ResolvedConfig
-from reconciler.diagnostics import Finding
-from reconciler.translate.clusters import ServiceClusters, encode_service_clusters
-from reconciler.translate.routes import HttpRoutes, VirtualHostEncoder, virtual_host_entry, vs_routes
-from reconciler.translate.snapshot import XdsResource
+from reconciler.config.model import ResolvedConfig
+from reconciler.translate.clusters import build_clusters
+from reconciler.translate.route_configs import BuiltRouteConfig, RouteConfigRequest, build_route_config
+from reconciler.translate.snapshot import Snapshot, XdsResource
 
-
-@dataclass(frozen=True)
-class RouteConfigRequest:
-    """One route configuration of a port: its name, the servers whose virtual hosts it holds, and whether their
-    `tls.httpsRedirect` applies (plain-text servers)."""
-
-    name: str
-    port: int
-    servers: Sequence[BoundServer]
-    redirects: bool
+Clusters = Callable[[ResolvedConfig], Sequence[XdsResource]]
+RouteConfigs = Callable[[ResolvedConfig, RouteConfigRequest], BuiltRouteConfig]
+# A fleet's name and its resources in groups (clusters, listeners and routes, secrets): a cache can tell an
+# unchanged group by its identity.
+Snapshots = Callable[[str, Sequence[Sequence[XdsResource]]], Snapshot]
 
 
-BuiltRouteConfig = tuple[XdsResource, tuple[Finding, ...]]  # with the findings of its https redirects
-# Given the config, the request and how to build it: the route configuration (a cache may answer instead).
-RouteConfigs = Callable[[ResolvedConfig, RouteConfigRequest, Callable[[], BuiltRouteConfig]], BuiltRouteConfig]
-
-
-def build_each_time(
-    config: ResolvedConfig, request: RouteConfigRequest, build: Callable[[], BuiltRouteConfig]
-) -> BuiltRouteConfig:
-    return build()
+def snapshot_each_time(fleet: str, groups: Sequence[Sequence[XdsResource]]) -> Snapshot:
+    return Snapshot.build(chain.from_iterable(groups))
 
 
 @dataclass(frozen=True)
 class TranslateMemos:
-    http_routes: HttpRoutes = vs_routes  # one VirtualService's routes on one gateway port
-    virtual_host: VirtualHostEncoder = virtual_host_entry  # one virtual host's serialized entry
-    service_clusters: ServiceClusters = encode_service_clusters  # one service's clusters and endpoints
-    route_configs: RouteConfigs = build_each_time  # one route configuration, whole
+    clusters: Clusters = build_clusters  # every service's clusters and endpoint assignments
+    route_configs: RouteConfigs = build_route_config  # one route configuration
+    snapshots: Snapshots = snapshot_each_time  # one fleet's snapshot

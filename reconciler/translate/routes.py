@@ -20,14 +20,14 @@ from google.protobuf import struct_pb2, wrappers_pb2
 
 from reconciler.config.model import BoundServer, ResolvedConfig, ResolvedVirtualService
 from reconciler.manifests.model import HTTPMatchRequest, HTTPRoute
-from reconciler.protowire import length_delimited
+from reconciler.protowire import fields, length_delimited
 from reconciler.translate.common import pack
 from reconciler.translate.http_filters import CORS_FILTER, FAULT_FILTER
 from reconciler.translate.route_action import apply_forward, direct_response_action, redirect_action
 from reconciler.translate.route_headers import header_ops
 from reconciler.translate.route_match import is_catch_all, match_applies, set_route_match
 from reconciler.translate.route_policies import cors_config, fault_config
-from reconciler.translate.snapshot import ROUTE, XdsResource, content_digest
+from reconciler.translate.snapshot import ROUTE, XdsResource, assembled_digest, field_digest
 
 MAX_DIRECT_RESPONSE_BODY_BYTES = 1024 * 1024  # istiod's limit, the same one its webhook enforces
 BLACKHOLE = "blackhole"
@@ -51,15 +51,36 @@ class Proxy:
         return tuple(sorted(self.labels.items())), self.namespace
 
 
-HttpRoutes = Callable[[ResolvedConfig, ResolvedVirtualService, int, str, Proxy, bool], Sequence[rc.Route]]
+@dataclass(frozen=True)
+class ServerContext:
+    """What a VirtualService's routes read from the server they are bound to, besides the config."""
+
+    gateway: str  # namespace/name
+    proxy: Proxy
+    is_tls: bool
+
+    @cached_property
+    def key(self) -> tuple[str, tuple[tuple[tuple[str, str], ...], str], bool]:
+        """Hashable, for caches of routes."""
+        return self.gateway, self.proxy.key, self.is_tls
+
+
+def server_context(config: ResolvedConfig, bound: BoundServer) -> ServerContext:
+    return ServerContext(bound.gateway.ref, proxy_of(config, bound), bound.server.port.protocol.upper() == "HTTPS")
+
+
+# A server's VirtualServices for one host, with that server's context.
+HostBinding = tuple[ServerContext, Sequence[ResolvedVirtualService]]
+# One VirtualService's routes on one server (a cache may answer instead of `vs_routes`).
+RoutesOf = Callable[[ResolvedVirtualService, ServerContext], Sequence[rc.Route]]
 
 
 @dataclass(frozen=True)
 class VirtualHostPlan:
     """One virtual host of a route config, before encoding: its host and each VirtualService's routes in order.
 
-    The route tuples are what `HttpRoutes` returned; a cache hands back the very same tuples for an unchanged
-    VirtualService, so a plan can be a cache key for the virtual host's bytes (pipeline_cache).
+    The route tuples are what `RoutesOf` returned; a cache hands back the very same tuples for an unchanged
+    VirtualService, so a virtual host whose tuples are all the same objects has the same bytes (route_configs.py).
     """
 
     host: str
@@ -68,71 +89,52 @@ class VirtualHostPlan:
     require_tls: bool = False  # a plain-text server's `tls.httpsRedirect` (listener_redirect.py)
 
 
-@dataclass
-class RouteConfigPlan:
-    """A route configuration as virtual host plans; no plan at all answers 404 (a `blackhole` host)."""
+def host_routes(bindings: Iterable[HostBinding], routes_of: RoutesOf) -> tuple[Sequence[rc.Route], ...]:
+    """The routes of one host of a route configuration: each server's VirtualServices in server order.
 
-    name: str
-    port: int
-    virtual_hosts: list[VirtualHostPlan]
-
-
-VirtualHostEncoder = Callable[[VirtualHostPlan], bytes]  # a virtual host's entry in its RouteConfiguration
-
-
-def plan_route_config(
-    config: ResolvedConfig,
-    name: str,
-    port: int,
-    servers: Iterable[BoundServer],
-    http_routes: HttpRoutes | None = None,
-) -> RouteConfigPlan:
-    """The route configuration `name` for the servers of one port, as a plan (see `encode_route_config`).
-
-    `http_routes` replaces `vs_routes`, e.g. by a cache keyed on the VirtualService and its inputs.
+    A VirtualService reached through a second server of the same gateway is taken once; one with no routes here
+    (e.g. every match is for another port) is skipped, as istiod does.
     """
-    routes_of = http_routes or vs_routes
-    vhosts: dict[str, list[Sequence[rc.Route]]] = {}
-    built: set[tuple[str, str, str]] = set()  # (host, gateway, VS) already appended
-    for bound in servers:
-        proxy = proxy_of(config, bound)
-        is_tls = bound.server.port.protocol.upper() == "HTTPS"
-        gateway = bound.gateway.ref
-        for host, virtual_services in bound.virtual_hosts:
-            for vs in virtual_services:
-                key = (host, gateway, vs.ref)
-                if key in built:  # the same VS through a second server of this gateway on this port
-                    continue
-                built.add(key)
-                routes = routes_of(config, vs, port, gateway, proxy, is_tls)
-                if routes:  # none, e.g. when every match is for another port: istiod skips the VS, vhost and all
-                    vhosts.setdefault(host, []).append(routes)
-    return RouteConfigPlan(name, port, [VirtualHostPlan(h, port, tuple(vhosts[h])) for h in sorted(vhosts)])
+    taken: set[tuple[str, str]] = set()  # (gateway, VS)
+    out = []
+    for context, virtual_services in bindings:
+        for vs in virtual_services:
+            key = (context.gateway, vs.ref)
+            if key in taken:
+                continue
+            taken.add(key)
+            routes = routes_of(vs, context)
+            if routes:
+                out.append(routes)
+    return tuple(out)
 
 
-def encode_route_config(plan: RouteConfigPlan, encode_virtual_host: VirtualHostEncoder | None = None) -> XdsResource:
-    """The route configuration's serialized form, assembled from each virtual host's own serialization.
+def route_config_resource(name: str, port: int, entries: Sequence[bytes], digests: Sequence[bytes]) -> XdsResource:
+    """The route configuration `name`, assembled from its virtual hosts' entries (`virtual_host_entry`) in order,
+    given each entry's `field_digest`.
 
     Protobuf writes fields in field-number order and a nested message as tag, length and its own bytes, so
     `name` (field 1), then every virtual host (field 2), then the remaining fields is byte for byte the
-    deterministic serialization of the whole message — while an unchanged virtual host's bytes can come
-    from a cache instead of re-serializing megabytes (tests/unit/test_route_config_encoding.py).
+    deterministic serialization of the whole message — while an unchanged virtual host's bytes (and digest) can
+    come from a cache instead of re-serializing megabytes (tests/unit/test_route_config_encoding.py).
     """
-    encode = encode_virtual_host or virtual_host_entry
-    if plan.virtual_hosts:
-        entries = [encode(vhost) for vhost in plan.virtual_hosts]
-    else:  # no VirtualService routes here: answer 404 rather than leave a listener without routes
-        blackhole = rc.VirtualHost(name=f"{BLACKHOLE}:{plan.port}", domains=["*"])
+    if not entries:  # no VirtualService routes here: answer 404 rather than leave a listener without routes
+        blackhole = rc.VirtualHost(name=f"{BLACKHOLE}:{port}", domains=["*"])
         entries = [length_delimited(VIRTUAL_HOSTS, blackhole.SerializeToString())]
-    head = route_pb2.RouteConfiguration(name=plan.name).SerializeToString(deterministic=True)
+        digests = [field_digest(entries[0])]
+    head = route_pb2.RouteConfiguration(name=name).SerializeToString(deterministic=True)
     tail = route_pb2.RouteConfiguration(
         validate_clusters=wrappers_pb2.BoolValue(value=False),
         ignore_port_in_host_matching=True,
         max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=MAX_DIRECT_RESPONSE_BODY_BYTES),
     ).SerializeToString(deterministic=True)
     parts = (head, *entries, tail)
-    body = b"".join(parts)
-    return XdsResource(ROUTE, plan.name, body, content_digest(body), parts)
+    digest = assembled_digest(parts, [*_field_digests(head), *digests, *_field_digests(tail)])
+    return XdsResource.joined_on_read(ROUTE, name, digest, parts)
+
+
+def _field_digests(message: bytes) -> list[bytes]:
+    return [field_digest(field) for _, field in fields(message)]
 
 
 def virtual_host_entry(plan: VirtualHostPlan) -> bytes:

@@ -15,10 +15,8 @@ from reconciler.diagnostics import Finding
 from reconciler.manifests.loader import ManifestSet
 from reconciler.validation.analysis import analyze
 from reconciler.validation.certificates import FileProbe, check_certificate_files
-from reconciler.validation.index import RepoIndex
 from reconciler.validation.item_checks import ItemChecks
 from reconciler.validation.memo import ValidationMemo
-from reconciler.validation.references import check_gateway_fleets
 from reconciler.validation.secrets import SecretScanner, scan_for_secrets
 
 
@@ -26,20 +24,22 @@ def validate(manifests: ManifestSet, config: ResolvedConfig, memo: ValidationMem
     """`memo`, kept between builds, keeps what was found about every item that did not change, and every item
     whose inputs did not: the result is the same without it, in the same order."""
     checks = memo if memo is not None else ItemChecks()
-    checks.start_build()
-    documents = [checks.document(resource) for resource in manifests.resources]
-    findings = list(chain.from_iterable(document.findings for document in documents))
-    index = RepoIndex.of(documents, config)
-    checks.use_index(index)
-    per_vs = [checks.virtual_service(vs, index) for vs in config.virtual_services]
-    findings.extend(chain.from_iterable(vs.references for vs in per_vs))
-    findings.extend(check_gateway_fleets(index))
-    bindings = chain.from_iterable(vs.bindings for vs in per_vs)
-    findings.extend(analyze(config, bindings, chain.from_iterable(vs.delegates for vs in per_vs)))
-    findings.extend(chain.from_iterable(vs.routes for vs in per_vs))
-    findings.extend(chain.from_iterable(checks.service_entry(entry) for entry in index.service_entries))
-    findings.extend(chain.from_iterable(checks.destination_rule(rule, index) for rule in index.rule_documents))
-    return findings
+    found = checks.check(manifests.resources, config)
+    per_vs = found.virtual_services
+    return [
+        *found.documents,
+        *chain.from_iterable(vs.references for vs in per_vs),
+        *found.gateway_fleets,
+        *analyze(
+            config,
+            chain.from_iterable(vs.bindings for vs in per_vs),
+            chain.from_iterable(vs.delegates for vs in per_vs),
+            checks.shared_hosts,
+        ),
+        *chain.from_iterable(vs.routes for vs in per_vs),
+        *found.service_entries,
+        *found.destination_rules,
+    ]
 
 
 __all__ = [

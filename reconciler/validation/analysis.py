@@ -9,11 +9,13 @@ builds (`config.listeners`), so validation reports exactly what translation woul
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import compress
+from operator import itemgetter
 
 from reconciler.config import hosts
 from reconciler.config.listeners import plan_listeners
-from reconciler.config.model import ResolvedConfig, ResolvedVirtualService
+from reconciler.config.model import BoundServer, ResolvedConfig, ResolvedVirtualService
 from reconciler.config.resolve import MESH
 from reconciler.diagnostics import Finding, Location, Severity
 from reconciler.manifests.model import HTTP_PROTOCOLS, GatewaySpec, Resource, VirtualServiceSpec
@@ -21,9 +23,27 @@ from reconciler.validation.common import Path, finding_at
 from reconciler.validation.index import InputName, RepoIndex, delegate_input, gateway_input
 from reconciler.validation.match_analysis import is_catch_all
 
+VirtualHost = tuple[str, tuple[ResolvedVirtualService, ...]]  # a host of a server, with the VSs that route it
+SharedHosts = Callable[[BoundServer], Sequence[VirtualHost]]
 
-def analyze(config: ResolvedConfig, bindings: Iterable[Finding], delegates: Iterable[Finding]) -> list[Finding]:
-    """`bindings` and `delegates`: what `check_bindings` and `check_delegates` found for each VirtualService."""
+
+def shared_virtual_hosts(bound: BoundServer) -> tuple[VirtualHost, ...]:
+    """The virtual hosts of an HTTP or HTTPS server that several VirtualServices route (the others cannot clash)."""
+    if bound.server.port.protocol not in HTTP_PROTOCOLS and bound.server.port.protocol != "HTTPS":
+        return ()
+    # Filtered at C speed: a server may have thousands of hosts, and this runs whenever one of its VSs changes.
+    several = (1).__lt__
+    return tuple(compress(bound.virtual_hosts, map(several, map(len, map(itemgetter(1), bound.virtual_hosts)))))
+
+
+def analyze(
+    config: ResolvedConfig,
+    bindings: Iterable[Finding],
+    delegates: Iterable[Finding],
+    shared_hosts: SharedHosts = shared_virtual_hosts,
+) -> list[Finding]:
+    """`bindings` and `delegates`: what `check_bindings` and `check_delegates` found for each VirtualService;
+    `shared_hosts`: `shared_virtual_hosts`, or a cache of it."""
     findings = [*bindings, *delegates]
     for fleet in config.fleets.values():
         if not fleet.gateways:
@@ -38,7 +58,7 @@ def analyze(config: ResolvedConfig, bindings: Iterable[Finding], delegates: Iter
                 )
             )
         findings.extend(plan_listeners(config, fleet).findings)
-    findings.extend(_host_conflicts(config))
+    findings.extend(_host_conflicts(config, shared_hosts))
     return _unique(findings)
 
 
@@ -141,17 +161,13 @@ def _delegate_targets(vs: ResolvedVirtualService) -> Iterator[tuple[int, str]]:
             yield i, f"{rule.delegate.namespace or vs.namespace}/{rule.delegate.name}"
 
 
-def _host_conflicts(config: ResolvedConfig) -> Iterator[Finding]:
+def _host_conflicts(config: ResolvedConfig, shared_hosts: SharedHosts) -> Iterator[Finding]:
     """Several VirtualServices on one host of one gateway: merged in a fixed order; say which, and what it hides."""
     places: dict[tuple[str, tuple[str, ...]], list[str]] = defaultdict(list)
     members: dict[tuple[str, tuple[str, ...]], tuple[ResolvedVirtualService, ...]] = {}
     for fleet in config.fleets.values():
         for bound in fleet.servers:
-            if bound.server.port.protocol not in HTTP_PROTOCOLS and bound.server.port.protocol != "HTTPS":
-                continue
-            for host, virtual_services in bound.virtual_hosts:
-                if len(virtual_services) < 2:
-                    continue
+            for host, virtual_services in shared_hosts(bound):
                 key = (host, tuple(vs.ref for vs in virtual_services))
                 members[key] = virtual_services
                 where = f"{fleet.name}:{bound.server.port.number}"

@@ -33,6 +33,9 @@ def delegate_input(ref: str) -> InputName:
     return ("delegate", ref)
 
 
+INDEXED_KINDS = ("Gateway", "Fleet", "ServiceEntry", "DestinationRule")  # the kinds the index files by kind
+
+
 @dataclass(frozen=True, slots=True)
 class Document:
     """What validation keeps of one manifest document: its own findings, and how the index files it."""
@@ -41,6 +44,12 @@ class Document:
     kind: str
     findings: tuple[Finding, ...]  # the rules that read this document alone (`rules.check_resource`)
     delegate: str | None  # namespace/name of a VirtualService without hosts, which others may delegate to
+
+
+def filed_alike(before: Document, after: Document) -> bool:
+    """Whether an index built with `after` in place of `before` is the same (kinds it files nowhere, the same
+    delegate name or none), given the same resolved services and destination rules."""
+    return before.kind not in INDEXED_KINDS and after.kind not in INDEXED_KINDS and before.delegate == after.delegate
 
 
 @dataclass(frozen=True)
@@ -52,20 +61,16 @@ class RepoIndex:
     services: dict[str, Service]
     destination_rules: dict[str, ResolvedDestinationRule]
     delegates: frozenset[str]  # namespace/name of every VirtualService without hosts
-    # id of each DestinationRule document → the merged rule it is part of. Ids are safe here: the index lives
-    # no longer than the build, whose ManifestSet keeps every document alive.
+    # id of each DestinationRule document → the merged rule it is part of. Ids are safe here: each merged rule
+    # holds its documents, so no other object can have their ids while the index lives.
     _merged_rules: dict[int, ResolvedDestinationRule]
 
     @classmethod
     def of(cls, documents: Iterable[Document], config: ResolvedConfig) -> RepoIndex:
         # One pass over the documents' kept `Document`s, not over the Resources: at 10k documents every
         # attribute read on objects spread over the heap counts, and these are the few kinds looked up.
-        gateways: list[Resource] = []
-        fleets: list[Resource] = []
-        entries: list[Resource] = []
-        rules: list[Resource] = []
+        filed: dict[str, list[Resource]] = {kind: [] for kind in INDEXED_KINDS}
         delegates: set[str] = set()
-        filed = {"Gateway": gateways, "Fleet": fleets, "ServiceEntry": entries, "DestinationRule": rules}
         for document in documents:
             kind = filed.get(document.kind)
             if kind is not None:
@@ -73,10 +78,10 @@ class RepoIndex:
             elif document.delegate is not None:
                 delegates.add(document.delegate)
         return cls(
-            gateways={f"{g.namespace}/{g.name}": g for g in gateways},
-            fleets=tuple(fleets),
-            service_entries=tuple(entries),
-            rule_documents=tuple(sorted(rules, key=lambda r: (r.name, r.namespace))),
+            gateways={f"{g.namespace}/{g.name}": g for g in filed["Gateway"]},
+            fleets=tuple(filed["Fleet"]),
+            service_entries=tuple(filed["ServiceEntry"]),
+            rule_documents=tuple(sorted(filed["DestinationRule"], key=lambda r: (r.name, r.namespace))),
             services=config.services,
             destination_rules=config.destination_rules,
             delegates=frozenset(delegates),

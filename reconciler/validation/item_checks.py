@@ -7,15 +7,23 @@ what lets `ValidationMemo` keep an item's findings while the item and the inputs
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 
-from reconciler.config.model import ResolvedVirtualService
+from reconciler.config.model import BoundServer, ResolvedConfig, ResolvedVirtualService
 from reconciler.diagnostics import Finding
 from reconciler.manifests.model import Resource
-from reconciler.validation.analysis import bindings_read, check_bindings, check_delegates, delegates_read
+from reconciler.validation.analysis import (
+    VirtualHost,
+    bindings_read,
+    check_bindings,
+    check_delegates,
+    delegates_read,
+    shared_virtual_hosts,
+)
 from reconciler.validation.index import Document, InputName, RepoIndex
-from reconciler.validation.references import check_references, references_read
+from reconciler.validation.references import check_gateway_fleets, check_references, references_read
 from reconciler.validation.route_checks import check_http_routes
 from reconciler.validation.rules import check_resource
 from reconciler.validation.upstreams import check_destination_rule, check_service_entry
@@ -30,6 +38,20 @@ class VirtualServiceFindings:
     delegates: tuple[Finding, ...]
     routes: tuple[Finding, ...]
 
+    def __bool__(self) -> bool:
+        return bool(self.references or self.bindings or self.delegates or self.routes)
+
+
+@dataclass(frozen=True)
+class Found:
+    """What the item checks of one build found, check by check, each in the order of its items."""
+
+    documents: Iterable[Finding]
+    virtual_services: Sequence[VirtualServiceFindings]  # those without findings may be left out
+    gateway_fleets: Iterable[Finding]
+    service_entries: Iterable[Finding]
+    destination_rules: Iterable[Finding]
+
 
 def virtual_service_reads(vs: ResolvedVirtualService) -> tuple[InputName, ...]:
     """Every name `ItemChecks.virtual_service` looks up in the index (route checks read only the VS)."""
@@ -37,23 +59,29 @@ def virtual_service_reads(vs: ResolvedVirtualService) -> tuple[InputName, ...]:
 
 
 class ItemChecks:
-    """Each item's checks, computed afresh; `ValidationMemo` keeps them between builds.
+    """Each item's checks, computed afresh; `ValidationMemo` keeps them between builds."""
 
-    `validate` calls `start_build`, then `document` for every document, `use_index` with the index built from
-    those, then the cross-resource checks.
-    """
+    def check(self, resources: Sequence[Resource], config: ResolvedConfig) -> Found:
+        """The checks of every item of one build (`validate` adds the analysis of the whole)."""
+        documents = [self.document(resource) for resource in resources]
+        index = RepoIndex.of(documents, config)
+        return Found(
+            chain.from_iterable(document.findings for document in documents),
+            [self.virtual_service(vs, index) for vs in config.virtual_services],
+            check_gateway_fleets(index),
+            chain.from_iterable(map(self.service_entry, index.service_entries)),
+            chain.from_iterable(self.destination_rule(rule, index) for rule in index.rule_documents),
+        )
 
-    def start_build(self) -> None:
-        pass
+    def shared_hosts(self, bound: BoundServer) -> Sequence[VirtualHost]:
+        """`analysis.shared_virtual_hosts`, which `analyze` asks for every server."""
+        return shared_virtual_hosts(bound)
 
     def document(self, resource: Resource) -> Document:
         delegate = None
         if resource.kind == "VirtualService" and not resource.spec.hosts:
             delegate = f"{resource.namespace}/{resource.name}"
         return Document(resource, resource.kind, check_resource(resource), delegate)
-
-    def use_index(self, index: RepoIndex) -> None:
-        pass
 
     def virtual_service(self, vs: ResolvedVirtualService, index: RepoIndex) -> VirtualServiceFindings:
         return VirtualServiceFindings(

@@ -1,117 +1,242 @@
-"""The cross-resource findings of every item, kept between builds while the item and what it read are the same.
+"""The findings of every item, carried from build to build while the item and what it read are the same.
 
-An item's findings are kept under the item's identity (the loader and the resolve cache hand back the very
-same objects for unchanged files) together with the version of every input the item's checks read. An input
-is a name in the `RepoIndex` (a Gateway, a registry host, a delegate); its version changes whenever the name
-stands for other objects. So editing a ServiceEntry recomputes exactly the VirtualServices whose destinations
-name one of its hosts, and editing one VirtualService recomputes that one alone.
+An item's findings are kept with the item (the loader and the resolve cache hand back the very same objects
+for unchanged files) together with the version of every input the item's checks read. An input is a name in
+the `RepoIndex` (a Gateway, a registry host, a delegate); its version changes whenever the name stands for
+other objects. So editing a ServiceEntry recomputes exactly the VirtualServices whose destinations name one
+of its hosts, and editing one VirtualService recomputes that one alone.
+
+Matching a build's items with the latest build's is done in batch at C speed (`CarriedResults`), and the
+index is kept whole while only documents it does not file changed: a one-VirtualService change then costs
+a pass over the documents and the VirtualServices at C speed, plus the checks of that one VirtualService.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from itertools import count
-from typing import Generic, TypeVar
+import operator
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from itertools import chain, compress, count
+from typing import Any, Generic, TypeVar
 
-from reconciler.config.model import ResolvedVirtualService
+from reconciler.config.model import BoundServer, ResolvedConfig, ResolvedVirtualService
 from reconciler.diagnostics import Finding
 from reconciler.manifests.model import Resource
-from reconciler.memo import Memo, Same
-from reconciler.validation.index import Document, InputName, RepoIndex
-from reconciler.validation.item_checks import ItemChecks, VirtualServiceFindings, virtual_service_reads
+from reconciler.memo import CarriedResults, InPlace
+from reconciler.validation.analysis import VirtualHost, shared_virtual_hosts
+from reconciler.validation.index import Document, InputName, RepoIndex, filed_alike
+from reconciler.validation.item_checks import Found, ItemChecks, VirtualServiceFindings, virtual_service_reads
+from reconciler.validation.references import check_gateway_fleets
 from reconciler.validation.upstreams import destination_rule_read
 
+T = TypeVar("T")
 V = TypeVar("V")
 InputVersions = tuple[int | None, ...]  # None: the name stands for nothing in this build
+Refresh = Callable[[T, V | None], V]  # (item, its result as kept, if any) → its result now
+_READS = operator.attrgetter("reads")
 
 
 class Versions:
     """A number per input name, renewed whenever the name stands for objects other than in the build before.
 
     Numbers are never reused, so an input with the same number in two builds stood for the same objects in
-    every build between them. Only the names of the latest build are remembered. `generation` changes with
-    any number, or when a name comes or goes: while it stays, every result is still valid without a look-up.
+    every build between them. Only the names of the latest build are remembered.
     """
 
     def __init__(self) -> None:
         self._known: dict[InputName, tuple[Hashable, int]] = {}
         self._numbers: dict[InputName, int] = {}
         self._counter = count(1)
-        self.generation = 0
 
-    def update(self, identities: Mapping[InputName, Hashable]) -> None:
+    def update(self, identities: Mapping[InputName, Hashable]) -> frozenset[InputName]:
+        """This build's identities; returns the names whose number changed, came or went."""
         known = {}
         for name, identity in identities.items():
             before = self._known.get(name)
             known[name] = before if before is not None and before[0] == identity else (identity, next(self._counter))
         numbers = {name: number for name, (_, number) in known.items()}
-        if numbers != self._numbers:
-            self.generation = next(self._counter)
+        changed = frozenset(name for name, _ in numbers.items() ^ self._numbers.items())
         self._known, self._numbers = known, numbers
+        return changed
 
     def of(self, names: Sequence[InputName]) -> InputVersions:
         return tuple(map(self._numbers.get, names))
 
 
-class _Kept(Generic[V]):
-    """One item's result, with the versions of the inputs it was computed from, as last confirmed."""
+@dataclass(frozen=True, slots=True)
+class Kept(Generic[V]):
+    """One item's result, with the inputs it read and their versions when it was computed."""
 
-    __slots__ = ("_generation", "_reads", "_result", "item")
+    reads: tuple[InputName, ...]
+    versions: InputVersions
+    value: V
+    found: bool  # whether `value` holds findings, read at C speed (`FindingsTable`)
 
-    def __init__(self, item: object, reads: Sequence[InputName]) -> None:
-        self.item = item  # held, for tables keyed by the item's id (see ValidationMemo)
-        self._reads = reads
-        self._result: tuple[InputVersions, V] | None = None
-        self._generation = -1
 
-    def value(self, versions: Versions, compute: Callable[[], V]) -> V:
-        if self._result is None or self._generation != versions.generation:
-            now = versions.of(self._reads)
-            if self._result is None or self._result[0] != now:
-                self._result = (now, compute())
-            self._generation = versions.generation
-        return self._result[1]
+class FindingsTable(Generic[T, V]):
+    """Results carried per item (`CarriedResults`), and the positions of those with findings: listing a build's
+    findings then costs what the findings are, not what the items are."""
+
+    def __init__(self, findings_of: Callable[[V], object]) -> None:
+        self._carried: CarriedResults[T, V] = CarriedResults()
+        self._findings_of = findings_of  # true when the result has findings
+        self._with_findings: set[int] = set()
+
+    @property
+    def results(self) -> list[V]:
+        return self._carried.results
+
+    def update(self, items: Sequence[T], refresh: Refresh[T, V]) -> InPlace[V] | None:
+        """`CarriedResults.update`."""
+        changed = self._carried.update(items, refresh)
+        if changed is None:
+            results = self.results
+            self._with_findings = set(compress(range(len(results)), map(self._findings_of, results)))
+        else:
+            self._note(changed.positions)
+        return changed
+
+    def refresh_at(self, positions: Sequence[int], refresh: Refresh[T, V]) -> None:
+        self._carried.refresh_at(positions, refresh)
+        self._note(positions)
+
+    def with_findings(self) -> list[V]:
+        """The results that have findings, in the items' order."""
+        results = self.results
+        return [results[i] for i in sorted(self._with_findings)]
+
+    def _note(self, positions: Iterable[int]) -> None:
+        results = self.results
+        for i in positions:
+            if self._findings_of(results[i]):
+                self._with_findings.add(i)
+            else:
+                self._with_findings.discard(i)
+
+    def __len__(self) -> int:
+        return len(self._carried)
 
 
 class ValidationMemo(ItemChecks):
-    """What a daemon keeps between builds and hands to every `validate`; results equal `ItemChecks`' exactly.
-
-    The two tables with an entry per document and per VirtualService are keyed by `id(item)` rather than by
-    `Same(item)`, whose hash and comparison run in Python (about 7 ms per build at 10k VirtualServices). It is
-    as safe: each entry holds its item, so no other object can have that id while the entry exists.
-    """
+    """What a daemon keeps between builds and hands to every `validate`; results equal `ItemChecks`' exactly."""
 
     def __init__(self) -> None:
+        self._forget()
+
+    def _forget(self) -> None:
         self._versions = Versions()
-        self._documents: Memo[int, Document] = Memo()
-        self._virtual_services: Memo[int, _Kept[VirtualServiceFindings]] = Memo()
-        self._service_entries: Memo[Same, tuple[Finding, ...]] = Memo()
-        # A rule's host is in the key: it decides what the rule reads (its domain suffix is not in the document).
-        self._destination_rules: Memo[tuple[Same, str], _Kept[tuple[Finding, ...]]] = Memo()
+        self._documents: FindingsTable[Resource, Document] = FindingsTable(operator.attrgetter("findings"))
+        self._virtual_services: FindingsTable[ResolvedVirtualService, Kept[VirtualServiceFindings]] = FindingsTable(
+            operator.attrgetter("found")
+        )
+        self._service_entries: CarriedResults[Resource, tuple[Finding, ...]] = CarriedResults()
+        self._destination_rules: CarriedResults[Resource, Kept[tuple[Finding, ...]]] = CarriedResults()
+        self._index: RepoIndex | None = None  # the latest build's
+        # The findings of the Gateways (as to fleets), ServiceEntries and DestinationRules of that index
+        self._index_findings: tuple[list[Finding], list[Finding], list[Finding]] = ([], [], [])
+        # The shared hosts of the latest build's servers and of this one's, by id(server), with the server. Only
+        # the latest build's: resolve hands back the very same server while none of its VirtualServices changed.
+        self._shared_hosts: dict[int, tuple[BoundServer, tuple[VirtualHost, ...]]] = {}
+        self._shared_hosts_now: dict[int, tuple[BoundServer, tuple[VirtualHost, ...]]] = {}
 
-    def start_build(self) -> None:
-        for memo in (self._documents, self._virtual_services, self._service_entries, self._destination_rules):
-            memo.age()
+    def check(self, resources: Sequence[Resource], config: ResolvedConfig) -> Found:
+        try:
+            return self._check(resources, config)
+        except BaseException:
+            self._forget()  # a build cut short leaves tables of different builds: none can be trusted
+            raise
 
-    def document(self, resource: Resource) -> Document:
-        return self._documents.get(id(resource), lambda: ItemChecks.document(self, resource))
+    def shared_hosts(self, bound: BoundServer) -> tuple[VirtualHost, ...]:
+        kept = self._shared_hosts.get(id(bound))
+        if kept is None:
+            kept = (bound, shared_virtual_hosts(bound))
+        self._shared_hosts_now[id(bound)] = kept
+        return kept[1]
 
-    def use_index(self, index: RepoIndex) -> None:
-        self._versions.update(index.identities())
+    def _check(self, resources: Sequence[Resource], config: ResolvedConfig) -> Found:
+        self._shared_hosts, self._shared_hosts_now = self._shared_hosts_now, {}
+        changed = self._documents.update(resources, _kept_or(self.document))
+        index, stale = self._index, frozenset[InputName]()
+        if index is None or not _index_holds(index, config, changed, self._documents.results):
+            self._index = index = RepoIndex.of(self._documents.results, config)
+            stale = self._versions.update(index.identities())
+            self._check_index(index, stale)
+        _carry(self._virtual_services, config.virtual_services, partial(self._virtual_service, index), stale)
+        return Found(
+            chain.from_iterable(document.findings for document in self._documents.with_findings()),
+            [kept.value for kept in self._virtual_services.with_findings()],
+            *self._index_findings,
+        )
 
-    def virtual_service(self, vs: ResolvedVirtualService, index: RepoIndex) -> VirtualServiceFindings:
-        kept = self._virtual_services.get(id(vs), lambda: _Kept(vs, virtual_service_reads(vs)))
-        return kept.value(self._versions, lambda: ItemChecks.virtual_service(self, vs, index))
+    def _check_index(self, index: RepoIndex, stale: frozenset[InputName]) -> None:
+        """The findings of the index and of the items it files, kept with it."""
+        self._service_entries.update(index.service_entries, _kept_or(self.service_entry))
+        _carry(self._destination_rules, index.rule_documents, partial(self._destination_rule, index), stale)
+        self._index_findings = (
+            check_gateway_fleets(index),
+            list(chain.from_iterable(self._service_entries.results)),
+            list(chain.from_iterable(kept.value for kept in self._destination_rules.results)),
+        )
 
-    def service_entry(self, entry: Resource) -> tuple[Finding, ...]:
-        return self._service_entries.get(Same(entry), lambda: ItemChecks.service_entry(self, entry))
+    def _virtual_service(
+        self, index: RepoIndex, vs: ResolvedVirtualService, kept: Kept[VirtualServiceFindings] | None
+    ) -> Kept[VirtualServiceFindings]:
+        if kept is not None and self._holds(kept):
+            return kept
+        return self._computed(virtual_service_reads(vs), lambda: self.virtual_service(vs, index))
 
-    def destination_rule(self, rule: Resource, index: RepoIndex) -> tuple[Finding, ...]:
-        host = index.merged_rule(rule).host
-        kept = self._destination_rules.get((Same(rule), host), lambda: _Kept(rule, destination_rule_read(host)))
-        return kept.value(self._versions, lambda: ItemChecks.destination_rule(self, rule, index))
+    def _destination_rule(
+        self, index: RepoIndex, rule: Resource, kept: Kept[tuple[Finding, ...]] | None
+    ) -> Kept[tuple[Finding, ...]]:
+        if kept is not None and self._holds(kept):
+            return kept
+        reads = destination_rule_read(index.merged_rule(rule).host)
+        return self._computed(reads, lambda: self.destination_rule(rule, index))
+
+    def _holds(self, kept: Kept[Any]) -> bool:
+        return kept.versions == self._versions.of(kept.reads)
+
+    def _computed(self, reads: tuple[InputName, ...], compute: Callable[[], V]) -> Kept[V]:
+        value = compute()
+        return Kept(reads, self._versions.of(reads), value, bool(value))
 
     def __len__(self) -> int:
         """How many items' findings are kept."""
         tables = (self._documents, self._virtual_services, self._service_entries, self._destination_rules)
         return sum(len(table) for table in tables)
+
+
+def _kept_or(compute: Callable[[T], V]) -> Refresh[T, V]:
+    """The refresh of a result that reads nothing but its item: kept while there is one."""
+    return lambda item, kept: kept if kept is not None else compute(item)
+
+
+def _index_holds(
+    index: RepoIndex, config: ResolvedConfig, changed: InPlace[Document] | None, documents: list[Document]
+) -> bool:
+    """Whether the latest build's index is this build's: only documents it does not file changed in place,
+    and resolve handed back the very same services and destination rules."""
+    return (
+        changed is not None
+        and index.services is config.services
+        and index.destination_rules is config.destination_rules
+        and all(map(filed_alike, changed.replaced, map(documents.__getitem__, changed.positions)))
+    )
+
+
+def _carry(
+    table: FindingsTable[T, Kept[V]] | CarriedResults[T, Kept[V]],
+    items: Sequence[T],
+    refresh: Refresh[T, Kept[V]],
+    stale: frozenset[InputName],
+) -> None:
+    """Carry the latest build's results over to this build's items, and renew those that read an input whose
+    version changed (`stale`)."""
+    carried = bool(table.results)  # else every result is new, and up to date
+    table.update(items, refresh)
+    if stale and carried:
+        kept = table.results
+        # At C speed: after an edit of a Gateway or a ServiceEntry, every item is asked whether it read it.
+        reading = compress(range(len(kept)), map(operator.not_, map(stale.isdisjoint, map(_READS, kept))))
+        table.refresh_at(list(reading), refresh)

@@ -4,15 +4,21 @@ blocked fleet and every snapshot byte, through random edits, reverts, broken fil
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
 
 from bench.synthetic import RepoShape, change_destination, generate
-from reconciler import pipeline_cache
 from reconciler.pipeline import Build, build
 from reconciler.pipeline_cache import BuildCache
-from reconciler.translate import TranslateOptions, listener_build
+from reconciler.translate import TranslateOptions, route_configs
+from reconciler.translate.snapshot import Snapshot, XdsResource, renew_snapshot
 from tests.unit.random_revisions import random_revision
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "cases"
@@ -37,6 +43,7 @@ def assert_same_build(cached: Build, fresh: Build) -> None:
     assert cached.snapshots.keys() == fresh.snapshots.keys()
     for fleet, snapshot in fresh.snapshots.items():
         assert cached.snapshots[fleet].version == snapshot.version
+        assert dict(cached.snapshots[fleet].type_versions) == dict(snapshot.type_versions)
         bodies = {(r.type_url, r.name): r.body for r in snapshot.all_resources()}
         assert {(r.type_url, r.name): r.body for r in cached.snapshots[fleet].all_resources()} == bodies
 
@@ -78,24 +85,96 @@ def test_entries_unused_by_the_latest_two_builds_are_dropped() -> None:
     assert len(cache.files) == full - 1
 
 
-def test_a_one_vs_change_rebuilds_only_its_route_configuration_and_routes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Changes to VirtualServices of different servers, one after the other: each build plans only the route
-    configuration that VirtualService is on and builds only its routes, even for a route configuration whose
-    other VirtualServices were last built two builds before (its finer entries are kept with it)."""
+def test_a_one_vs_change_rebuilds_only_its_host_and_routes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Changes to VirtualServices of different servers, one after the other: each build assembles only the route
+    configuration that VirtualService is on again, and builds only its routes."""
     repo = generate(RepoShape(40, fleets=1, gateways_per_fleet=2))
     cache = BuildCache()
     build(repo.files(), cache=cache)
-    planned: list[str] = []
+    assembled: list[str] = []
     routed: list[str] = []
-    plan, routes = listener_build.plan_route_config, pipeline_cache.vs_routes
-    monkeypatch.setattr(listener_build, "plan_route_config", lambda c, n, *a: planned.append(n) or plan(c, n, *a))
-    monkeypatch.setattr(pipeline_cache, "vs_routes", lambda c, vs, *a: routed.append(vs.ref) or routes(c, vs, *a))
+    assemble, routes = route_configs.route_config_resource, route_configs.vs_routes
+    monkeypatch.setattr(route_configs, "route_config_resource", lambda n, *a: assembled.append(n) or assemble(n, *a))
+    monkeypatch.setattr(route_configs, "vs_routes", lambda c, vs, *a: routed.append(vs.ref) or routes(c, vs, *a))
     by_gateway = {v.gateways[0]: v for v in repo.virtual_services}  # one VirtualService of each gateway
     for changed in [*by_gateway.values(), *by_gateway.values()]:
-        planned.clear()
+        assembled.clear()
         routed.clear()
         repo, edited = change_destination(repo, changed.index)
         files = repo.files()
         cached = build(files, cache=cache)
-        assert len(planned) == 1 and routed == [f"{edited.namespace}/{edited.name}"], (planned, routed)
+        assert len(assembled) == 1 and routed == [f"{edited.namespace}/{edited.name}"], (assembled, routed)
         assert_same_build(cached, build(files))
+
+
+def _reverse_rules(spec: dict[str, Any]) -> None:
+    spec["http"].reverse()
+
+
+def _drop_first_rule(spec: dict[str, Any]) -> None:  # a VirtualService of one rule routes nothing then
+    spec["http"].pop(0)
+
+
+def _only_on_port_one(spec: dict[str, Any]) -> None:  # no route on the servers' ports: its hosts go
+    for rule in spec["http"]:
+        rule["match"] = [{**match, "port": 1} for match in rule.get("match") or [{}]]
+
+
+VS_EDITS: tuple[Callable[[dict[str, Any]], None], ...] = (_reverse_rules, _drop_first_rule, _only_on_port_one)
+
+
+def test_virtual_service_edits_of_every_golden_case_build_as_without_a_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every golden case with a file per document (so that resolve patches an edited VirtualService in): each
+    VirtualService edited in turn, and back. Route configurations are renewed host by host through https
+    redirects, several servers on a port, TLS servers and hosts that go and come back."""
+    renewed = []
+    patched = route_configs._patched
+    monkeypatch.setattr(route_configs, "_patched", lambda *a: renewed.append(result := patched(*a)) or result)
+    for case in sorted(GOLDEN.glob("*/manifests.yaml")):
+        documents = case.read_text().split("\n---\n")
+        files = {f"{i}.yaml": document.encode() for i, document in enumerate(documents)}
+        cache = BuildCache()
+        base = build(files)
+        assert_same_build(build(files, cache=cache), base)
+        for i, document in enumerate(documents):
+            manifest = yaml.safe_load(document)
+            if manifest.get("kind") != "VirtualService" or not manifest["spec"].get("http"):
+                continue
+            VS_EDITS[i % len(VS_EDITS)](manifest["spec"])
+            edited = {**files, f"{i}.yaml": yaml.safe_dump(manifest).encode()}
+            assert_same_build(build(edited, cache=cache), build(edited))
+            assert_same_build(build(files, cache=cache), base)
+    assert sum(result is not None for result in renewed) > 50  # the patch path, not only whole builds
+
+
+def _resources(*names: str, port: int = 80) -> list[XdsResource]:
+    clusters = [XdsResource.of(cluster_pb2.Cluster(name=name, connect_timeout={"seconds": port})) for name in names]
+    endpoints = [XdsResource.of(endpoint_pb2.ClusterLoadAssignment(cluster_name=name)) for name in names]
+    return [*clusters, *endpoints]
+
+
+def test_a_renewed_snapshot_is_the_snapshot_of_its_resources() -> None:
+    clusters = _resources("a", "b", "c")
+    listeners = [XdsResource.of(listener_pb2.Listener(name="l", stat_prefix="one"))]
+    groups = (clusters, listeners)
+    first = renew_snapshot(groups, None)
+    assert first == Snapshot.of_resources([*clusters, *listeners])
+    # The same groups, or groups of equal resources: the very same snapshot.
+    assert renew_snapshot(groups, (groups, first)) is first
+    assert (
+        renew_snapshot(
+            (clusters, [XdsResource.of(listener_pb2.Listener(name="l", stat_prefix="one"))]), (groups, first)
+        )
+        is first
+    )
+    changes: list[tuple[list[XdsResource], list[XdsResource]]] = [
+        ([*clusters[:1], _resources("b", port=81)[0], *clusters[2:]], listeners),  # a cluster: EDS version too
+        (clusters, [XdsResource.of(listener_pb2.Listener(name="l", stat_prefix="two"))]),  # a listener
+        (_resources("a", "b"), listeners),  # a cluster less: built again
+        (_resources("a", "b", "d"), listeners),  # another name
+    ]
+    for changed in changes:
+        renewed = renew_snapshot(changed, (groups, first))
+        fresh = Snapshot.of_resources([resource for group in changed for resource in group])
+        assert renewed == fresh and dict(renewed.type_versions) == dict(fresh.type_versions)
+        assert renewed.version != first.version

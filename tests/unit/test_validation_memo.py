@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,8 +17,17 @@ from reconciler.diagnostics import Finding
 from reconciler.manifests.loader import load_manifests
 from reconciler.pipeline_cache import BuildCache
 from reconciler.validation import validate
+from reconciler.validation.index import RepoIndex
 from reconciler.validation.item_checks import ItemChecks
-from tests.unit.manifest_helpers import FLEET, destination_rule, documents, gateway, http_server
+from tests.unit.manifest_helpers import (
+    FLEET,
+    TO_APP,
+    destination_rule,
+    documents,
+    gateway,
+    http_server,
+    virtual_service,
+)
 from tests.unit.manifest_helpers import SERVICE as PLAIN_SERVICE
 from tests.unit.random_revisions import random_revision
 
@@ -108,7 +118,7 @@ class Validator:
 
     def memoized(self, files: dict[str, bytes]) -> list[Finding]:
         self.cache.start_build()
-        manifests = load_manifests(files, load=self.cache.load_file)
+        manifests = self.cache.load(files, lenient=False)
         config = resolve(manifests, memo=self.cache.resolve)
         return validate(manifests, config, self.memo)
 
@@ -232,3 +242,62 @@ def test_items_no_build_of_the_latest_two_asked_for_are_dropped() -> None:
     assert len(validator.memo) == full  # the previous revision may come back (a revert)
     validator.memoized(smaller)
     assert len(validator.memo) == full - 2  # that VirtualService's document and its cross-resource findings
+
+
+def test_the_index_is_built_again_only_when_what_it_files_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    validator = Validator()
+    validator.memoized(encoded(REPO))
+    built: list[RepoIndex] = []
+    index_of = RepoIndex.of
+
+    def counted(*args: Any) -> RepoIndex:
+        built.append(index_of(*args))
+        return built[-1]
+
+    monkeypatch.setattr(RepoIndex, "of", counted)
+    edits = [
+        (edited("shop.yaml", "prefix: /a", "prefix: /c"), False),  # a VirtualService's routes
+        (edited("child.yaml", "app.internal", "app.internal, port: {number: 80}"), False),  # a delegate's
+        (edited("child.yaml", "spec:\n", "spec:\n  hosts: [child.example.com]\n"), True),  # no delegate now
+        (edited("gateway.yaml", "*.example.com", "*.example.org"), True),
+    ]
+    files = REPO
+    for edit, indexed in edits:  # one on another
+        files = edit(files)
+        expected = fresh(encoded(files))
+        built.clear()
+        assert validator.memoized(encoded(files)) == expected
+        assert len(built) == indexed
+
+
+def test_merged_hosts_follow_an_edit_of_one_of_their_virtual_services() -> None:
+    """The clashes on a host several VirtualServices route come from each server's shared hosts, kept while
+    the server is the same object: an edit of one of those VirtualServices must show."""
+    shared = {
+        "fleet.yaml": documents(FLEET),
+        "gateway.yaml": documents(gateway()),
+        "service.yaml": documents(PLAIN_SERVICE),
+        "a.yaml": documents(virtual_service("a", "shop.example.com")),
+        "b.yaml": documents(virtual_service("b", "shop.example.com")),
+    }
+    validator = Validator()
+    before = validator.memoized(encoded(shared))
+    assert has(before, "unreachable-rule", "VirtualService default/b") and before == fresh(encoded(shared))
+    narrower = virtual_service("b", "shop.example.com", f"{{match: [{{uri: {{prefix: /b}}}}], {TO_APP}}}")
+    files = encoded({**shared, "b.yaml": documents(narrower)})
+    after = validator.memoized(files)
+    assert not has(after, "unreachable-rule", "VirtualService default/b") and after == fresh(files)
+
+
+def test_a_build_cut_short_leaves_nothing_half_renewed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check that raises after the inputs' versions moved on must not leave findings computed from the old
+    ones: the next build of the same files finds what a fresh validation finds."""
+    validator = Validator()
+    validator.memoized(encoded(REPO))
+    files = encoded(edited("service.yaml", "ports: [", f"ports: [{SECOND_PORT}, ")(REPO))
+    with monkeypatch.context() as patched:
+        patched.setattr(ItemChecks, "virtual_service", lambda *args: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            validator.memoized(files)
+    after = validator.memoized(files)
+    assert has(after, "destination-port-required", CHILD_REF) and after == fresh(files)
