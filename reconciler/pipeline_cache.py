@@ -1,9 +1,9 @@
 """Memo tables that let `pipeline.build` redo only what a revision changed.
 
-A table is keyed either by content (a file's path and bytes) or by the identity of an object an earlier
-table handed out for unchanged content: a file whose bytes did not change yields the very same Resource
-objects, so everything computed from those objects alone can be reused by identity. A hit therefore returns
-exactly what the computation would have returned, and a cached build is byte-identical to a fresh one
+The loader's memo (manifests.load_memo) patches the latest load with the files whose bytes changed: a file
+that did not change yields the very same Resource objects, so everything computed from those objects alone
+can be reused by identity (resolve, validation, translation). A reused result is exactly what the
+computation would have returned, and a cached build is byte-identical to a fresh one
 (tests/unit/test_incremental_build.py holds us to that).
 
 Translation keeps its results whole instead, one per route configuration, per fleet and for the clusters, and

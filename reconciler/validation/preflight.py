@@ -41,7 +41,7 @@ from reconciler.envoy_binary import envoy_binary
 from reconciler.manifests.model import Resource
 from reconciler.pipeline import Build
 from reconciler.translate.snapshot import CLUSTER, LISTENER, ROUTE, SECRET, Snapshot
-from reconciler.validation.preflight_delta import partial_snapshot
+from reconciler.validation.preflight_delta import LowerCase, partial_snapshot
 from reconciler.validation.preflight_live import LiveEnvoy
 from reconciler.validation.static_config import TlsMaterial, resource_dicts, static_bootstrap
 
@@ -84,6 +84,7 @@ class Preflight:
         self._cache: OrderedDict[tuple[str, bool], tuple[Failure, ...]] = OrderedDict()
         self._cache_size = cache_size
         self._accepted: dict[tuple[str, bool], Snapshot] = {}  # by (fleet, files_are_local): the last accepted
+        self._lower_case: dict[str, LowerCase] = {}  # by fleet, for partial_snapshot
         self._lock = threading.Lock()
         self._material: TlsMaterial | None = None
         self._workdir = Path(tempfile.mkdtemp(prefix="reconciler-preflight-"))
@@ -178,12 +179,16 @@ class Preflight:
         """The whole snapshot without a baseline, else only what changed since the accepted one. A rejected
         snapshot leaves the baseline as it was: it is still one Envoy accepted, and the next revision (the fix)
         is most likely close to it."""
-        subject = snapshot if accepted is None else partial_snapshot(accepted, snapshot)
+        subject = snapshot if accepted is None else partial_snapshot(accepted, snapshot, self._lower_case_of(fleet))
         if subject.count() == 0:
             return []
         if accepted is not None and self._live_accepts(accepted, snapshot, subject):
             return []
         return _Narrowing(self, fleet, subject).run()
+
+    def _lower_case_of(self, fleet: str) -> LowerCase:
+        with self._lock:  # the fleet's is then used by one thread at a time: the one checking the fleet
+            return self._lower_case.setdefault(fleet, LowerCase())
 
     def _live_accepts(self, accepted: Snapshot, snapshot: Snapshot, subject: Snapshot) -> bool:
         """The live Envoy's verdict on a route-only change; False (run the usual check, which narrows a

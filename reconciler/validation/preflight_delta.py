@@ -28,10 +28,11 @@ resource to the check.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+import operator
 from collections.abc import Collection, Mapping, Sequence
-from itertools import accumulate
+from itertools import compress, repeat
 from operator import itemgetter
+from typing import cast
 
 from envoy.config.route.v3 import route_components_pb2
 
@@ -55,9 +56,9 @@ STUB_FIELDS = frozenset(
 DOMAINS = route_components_pb2.VirtualHost.DESCRIPTOR.fields_by_name["domains"].number
 
 
-def partial_snapshot(accepted: Snapshot, new: Snapshot) -> Snapshot:
+def partial_snapshot(accepted: Snapshot, new: Snapshot, lower: LowerCase | None = None) -> Snapshot:
     """What of `new` Envoy must accept for all of it to be accepted, given that it accepted `accepted`;
-    empty when nothing Envoy could reject changed."""
+    empty when nothing Envoy could reject changed. `lower`: see `changed_virtual_hosts`."""
     changed = {t: _changed(accepted.of_type(t), new.of_type(t)) for t in PUSH_ORDER}
     listeners, routes, clusters = new.of_type(LISTENER), new.of_type(ROUTE), new.of_type(CLUSTER)
     whole_routes = _named_by(routes, [listeners[name] for name in changed[LISTENER]])
@@ -82,81 +83,74 @@ def partial_snapshot(accepted: Snapshot, new: Snapshot) -> Snapshot:
             *(endpoints[name] for name in _named_by(endpoints, chosen_clusters)),
             *(secrets[name] for name in chosen_secrets),
             *(
-                routes[name] if name in whole_routes else changed_virtual_hosts(old_routes.get(name), routes[name])
+                routes[name]
+                if name in whole_routes
+                else changed_virtual_hosts(old_routes.get(name), routes[name], lower)
                 for name in route_candidates & _named_by(routes, chosen_listeners)
             ),
         ]
     )
 
 
-def changed_virtual_hosts(old: XdsResource | None, new: XdsResource) -> XdsResource:
+def changed_virtual_hosts(old: XdsResource | None, new: XdsResource, lower: LowerCase | None = None) -> XdsResource:
     """`new` without the virtual hosts that `old` has byte for byte, except for a stub (name and domains) of
     each of those that could clash with a changed one by domain; all of `new` if it is new or its own fields
-    (all but the virtual hosts) changed."""
+    (all but the virtual hosts) changed. `lower`, kept between checks, lower-cases each virtual host once."""
     if old is None:
         return new
-    old_fields, new_fields = _fields(old), _fields(new)
-    if _own_fields(old_fields) != _own_fields(new_fields):
+    old_own, old_entries = _split(old)
+    own, entries = _split(new)
+    if old_own != own:
         return new
-    unchanged = {entry for number, entry in old_fields if number == VIRTUAL_HOSTS}
-    changed_domains = {
-        domain.lower()
-        for number, entry in new_fields
-        if number == VIRTUAL_HOSTS and entry not in unchanged
-        for domain in _domains(entry)
-    }
-    clashing = _holding(new.body, new_fields, changed_domains)
-    kept = []
-    for index, (number, entry) in enumerate(new_fields):
-        if number != VIRTUAL_HOSTS or entry not in unchanged:
-            kept.append(entry)
-        elif index in clashing:
-            kept.append(_stub(entry))
-    body = b"".join(kept)
+    unchanged = set(old_entries)
+    fresh = list(compress(range(len(entries)), map(operator.not_, map(unchanged.__contains__, entries))))
+    changed_domains = {domain.lower() for i in fresh for domain in _domains(entries[i])}
+    lowered = (lower or LowerCase()).of(new.name, entries) if changed_domains else []
+    clashing = set(fresh).union(*(compress(range(len(entries)), map(operator.contains, lowered, repeat(domain)))
+                                  for domain in changed_domains))  # fmt: skip
+    body = b"".join([own[0], *(entries[i] if i in fresh else _stub(entries[i]) for i in sorted(clashing)), own[1]])
     return XdsResource(new.type_url, new.name, body, content_digest(body))
 
 
-def _fields(route_config: XdsResource) -> list[tuple[int, bytes]]:
-    """The route configuration's top-level fields; from the parts translation joined it from when it has them
-    (its own fields before and after the virtual hosts, which need no split: they are compared whole)."""
-    if not route_config.parts:
-        return fields(route_config.body)
-    head, *entries, tail = route_config.parts
-    return [(0, head), *((VIRTUAL_HOSTS, entry) for entry in entries), (0, tail)]
+class LowerCase:
+    """The virtual host entries of each route configuration lower-cased (bytes.lower, like Envoy's domain
+    comparison, is ASCII only), kept from one check of it to the next: a change lower-cases its own hosts, not
+    megabytes of unchanged ones. One per fleet: a check of several fleets runs them on threads of their own."""
+
+    def __init__(self) -> None:
+        # by route configuration, by id: each value holds its entry, so no other object can have the id meanwhile
+        self._by_config: dict[str, dict[int, tuple[bytes, bytes]]] = {}
+
+    def of(self, name: str, entries: Sequence[bytes]) -> list[bytes]:
+        known = self._by_config.get(name, {})
+        found: list[tuple[bytes, bytes] | None] = list(map(known.get, map(id, entries)))
+        for i in compress(range(len(found)), map(operator.is_, found, repeat(None))):
+            found[i] = (entries[i], entries[i].lower())
+        pairs = cast(list[tuple[bytes, bytes]], found)  # no None is left
+        self._by_config[name] = dict(zip(map(id, entries), pairs, strict=True))
+        return list(map(itemgetter(1), pairs))
+
+
+def _split(route_config: XdsResource) -> tuple[tuple[bytes, bytes], Sequence[bytes]]:
+    """The route configuration's own fields (those before the virtual hosts, and the rest) and its virtual hosts'
+    entries; from the parts translation joined it from when it has them."""
+    if route_config.parts:
+        return (route_config.parts[0], route_config.parts[-1]), route_config.parts[1:-1]
+    parsed = fields(route_config.body)
+    hosts = [entry for number, entry in parsed if number == VIRTUAL_HOSTS]
+    first = next((i for i, (number, _) in enumerate(parsed) if number == VIRTUAL_HOSTS), len(parsed))
+    head = b"".join(entry for number, entry in parsed[:first] if number != VIRTUAL_HOSTS)
+    tail = b"".join(entry for number, entry in parsed[first:] if number != VIRTUAL_HOSTS)
+    return (head, tail), hosts
 
 
 def _domains(virtual_host_entry: bytes) -> list[bytes]:
     return [payload(entry) for number, entry in fields(payload(virtual_host_entry)) if number == DOMAINS]
 
 
-def _holding(body: bytes, body_fields: Sequence[tuple[int, bytes]], lower_domains: Collection[bytes]) -> set[int]:
-    """The indexes of the fields (consecutive slices of `body`) whose lower-cased bytes hold one of the domains
-    (bytes.lower, like Envoy's, is ASCII only). One pass over the whole body in C, rather than lower-casing
-    each of thousands of virtual hosts in turn."""
-    if not lower_domains:
-        return set()
-    lowered = body.lower()
-    ends = list(accumulate(map(len, map(itemgetter(1), body_fields))))
-    holding = set()
-    for domain in lower_domains:
-        at = lowered.find(domain)
-        while at >= 0:
-            index = bisect_right(ends, at)
-            if at + len(domain) <= ends[index]:  # within the field, not across its end: on to the next field
-                holding.add(index)
-                at = lowered.find(domain, ends[index])
-            else:
-                at = lowered.find(domain, at + 1)
-    return holding
-
-
 def _stub(virtual_host_entry: bytes) -> bytes:
     kept = (entry for number, entry in fields(payload(virtual_host_entry)) if number in STUB_FIELDS)
     return length_delimited(VIRTUAL_HOSTS, b"".join(kept))
-
-
-def _own_fields(route_config_fields: list[tuple[int, bytes]]) -> bytes:
-    return b"".join(entry for number, entry in route_config_fields if number != VIRTUAL_HOSTS)
 
 
 def _changed(old: Mapping[str, XdsResource], new: Mapping[str, XdsResource]) -> set[str]:

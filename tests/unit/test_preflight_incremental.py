@@ -22,7 +22,7 @@ from reconciler.pipeline import Build, build
 from reconciler.protowire import fields
 from reconciler.translate.snapshot import ROUTE, Snapshot, XdsResource
 from reconciler.validation.preflight import Preflight, PreflightOptions
-from reconciler.validation.preflight_delta import changed_virtual_hosts
+from reconciler.validation.preflight_delta import LowerCase, changed_virtual_hosts
 from reconciler.validation.preflight_live import LiveEnvoy
 from reconciler.validation.static_config import HCM_TYPE
 from tests.unit.manifest_helpers import (
@@ -363,3 +363,13 @@ def _running(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_lower_case_kept_between_checks_gives_what_a_fresh_one_gives() -> None:
+    lower = LowerCase()
+    old = XdsResource.of(_route_config("a.com", "b.com", "x.org"))
+    for new in (_route_config("a.com", "c.com", "x.org"), _route_config("a.com", "X.ORG", "x.org")):
+        subject = XdsResource.of(new)
+        assert changed_virtual_hosts(old, subject, lower) == changed_virtual_hosts(old, subject)
+    renamed = XdsResource.of(_route_config("A.com", "b.com", "x.org"))  # clashes with nothing left: no stubs
+    assert changed_virtual_hosts(old, renamed, lower).body == XdsResource.of(_route_config("A.com")).body
