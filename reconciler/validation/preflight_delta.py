@@ -154,7 +154,10 @@ def _stub(virtual_host_entry: bytes) -> bytes:
 
 
 def _changed(old: Mapping[str, XdsResource], new: Mapping[str, XdsResource]) -> set[str]:
-    return {name for name, resource in new.items() if name not in old or old[name].digest != resource.digest}
+    # Translation hands back the very same objects for unchanged resources: only the others are compared.
+    names = list(new)
+    others = compress(names, map(operator.is_not, map(old.get, names), new.values()))
+    return {name for name in others if name not in old or old[name].digest != new[name].digest}
 
 
 def _naming(resources: Mapping[str, XdsResource], names: Collection[str]) -> set[str]:
@@ -169,4 +172,9 @@ def _named_by(resources: Mapping[str, XdsResource], namers: Collection[XdsResour
     """The resources that any of `namers` names."""
     if not namers:
         return set()
-    return {key for key in resources if any(key.encode() in namer.body for namer in namers)}
+    keys = list(resources)
+    encoded = list(map(str.encode, keys))
+    named: set[str] = set()
+    for namer in namers:  # a few, each searched for every key in C
+        named.update(compress(keys, map(namer.body.__contains__, encoded)))
+    return named
