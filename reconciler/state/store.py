@@ -11,7 +11,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +97,9 @@ class StateStore:
         self.path = directory / self.FILENAME
         self.path.touch(mode=0o600, exist_ok=True)
         self._lock = threading.Lock()
+        # The resource digests of each fleet's snapshot stored last: rows are never deleted, so these need no
+        # INSERT (a one-VS change at 10k VirtualServices stores 2 resources instead of offering 12k: 30 ms less).
+        self._stored: dict[str, set[str]] = {}
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -132,12 +135,13 @@ class StateStore:
 
     # ------------------------------------------------------------------ snapshots
 
-    def _put_snapshot(self, db: sqlite3.Connection, snapshot: Snapshot) -> None:
+    def _put_snapshot(self, db: sqlite3.Connection, snapshot: Snapshot, stored: Collection[str] = ()) -> None:
+        """`stored`: digests known to be in the table already."""
         if db.execute("SELECT 1 FROM snapshots WHERE version = ?", (snapshot.version,)).fetchone():
             return
         db.executemany(
             "INSERT OR IGNORE INTO resources (digest, type_url, name, body) VALUES (?, ?, ?, ?)",
-            [(r.digest, r.type_url, r.name, r.body) for r in snapshot.all_resources()],
+            [(r.digest, r.type_url, r.name, r.body) for r in snapshot.all_resources() if r.digest not in stored],
         )
         db.execute("INSERT INTO snapshots (version, created_at) VALUES (?, ?)", (snapshot.version, time.time()))
         db.executemany(
@@ -168,7 +172,7 @@ class StateStore:
     def begin_rollout(self, fleet: str, revision: str, snapshot: Snapshot, kind: str, started_at: float) -> None:
         """The fleet is now being moved to `revision`: its snapshot is stored first, so a restart can resume."""
         with self._transaction() as db:
-            self._put_snapshot(db, snapshot)
+            self._put_snapshot(db, snapshot, self._stored.get(fleet, ()))
             self._ensure_fleet(db, fleet)
             db.execute(
                 "INSERT OR REPLACE INTO rollouts (fleet, revision, version, kind, started_at) VALUES (?, ?, ?, ?, ?)",
@@ -178,6 +182,7 @@ class StateStore:
                 "UPDATE fleets SET applied_revision = ?, applied_version = ?, updated_at = ? WHERE name = ?",
                 (revision, snapshot.version, time.time(), fleet),
             )
+        self._stored[fleet] = {r.digest for r in snapshot.all_resources()}  # committed
 
     def finish_rollout(
         self, fleet: str, revision: str, kind: str, result: str, reason: str, started_at: float,
