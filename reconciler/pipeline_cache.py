@@ -42,8 +42,6 @@ RouteConfigKey = tuple[str, str, int, bool]  # fleet, name, port, redirects
 FleetResources = tuple[Sequence[Sequence[XdsResource]], Snapshot]  # a fleet's resources in groups, its snapshot
 K = TypeVar("K")
 V = TypeVar("V")
-# Besides its own VirtualService, a VS's routes read these kinds (cluster names, ports, hash policies).
-ROUTE_INPUT_KINDS = frozenset({"ServiceEntry", "DestinationRule"})
 
 
 @dataclass(frozen=True)
@@ -71,23 +69,16 @@ class BuildCache:
         self.fleet_resources: Memo[str, FleetResources | None] = Memo()
         self._clusters: _Clusters | None = None  # the latest build's (one for every fleet)
         self.translate_memos = TranslateMemos(self.clusters, self.route_config, self.snapshot)
-        # Rather than track which services and destination rules each VS's routes read, routes are kept
-        # only while all of them are unchanged: each kind's resources, the very tuple the loader kept.
-        self._route_inputs: tuple[Same, ...] = ()
 
     def start_build(self) -> None:
         self.route_configs.age()
         self.fleet_resources.age()
 
     def load(self, files: Mapping[str, bytes], lenient: bool) -> ManifestSet:
-        """This build's manifests: what was built from other services or destination rules is dropped. The loader
-        hands back a kind's very tuple while none of its resources changed, so identity tells."""
-        manifests = self.files.load(files, lenient)
-        inputs = tuple(Same(manifests.kinds.get(kind, ())) for kind in sorted(ROUTE_INPUT_KINDS))
-        if inputs != self._route_inputs:
-            self.route_configs.clear()
-            self._route_inputs = inputs
-        return manifests
+        """This build's manifests. What was built from other services or destination rules needs no dropping here:
+        a route configuration's build is reused only while resolve hands back the very same services and rules
+        (translate.route_configs), and so are the clusters."""
+        return self.files.load(files, lenient)
 
     # The cached forms of the pipeline's per-item steps, with the signatures the stages take.
 
