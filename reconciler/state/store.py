@@ -41,6 +41,10 @@ CREATE TABLE IF NOT EXISTS history (
     details TEXT NOT NULL DEFAULT '{}');
 CREATE INDEX IF NOT EXISTS history_by_fleet ON history (fleet, id);
 """
+# The snapshots a restart or a rollout may need: each fleet's applied and last good one, each unfinished rollout's.
+_KEPT_VERSIONS = (
+    "SELECT applied_version FROM fleets UNION SELECT last_good_version FROM fleets UNION SELECT version FROM rollouts"
+)
 
 
 @dataclass(frozen=True)
@@ -97,8 +101,8 @@ class StateStore:
         self.path = directory / self.FILENAME
         self.path.touch(mode=0o600, exist_ok=True)
         self._lock = threading.Lock()
-        # The resource digests of each fleet's snapshot stored last: rows are never deleted, so these need no
-        # INSERT (a one-VS change at 10k VirtualServices stores 2 resources instead of offering 12k: 30 ms less).
+        # The resource digests of each fleet's snapshot stored last, less those pruned since: they need no INSERT
+        # (a one-VS change at 10k VirtualServices stores 2 resources instead of offering 12k: 30 ms less).
         self._stored: dict[str, set[str]] = {}
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -210,6 +214,23 @@ class StateStore:
                 if result == "Reverted":
                     db.execute("UPDATE fleets SET quarantined_revision = ? WHERE name = ?", (revision, fleet))
             self._add_history(db, fleet, revision, kind, result, reason, started_at, now, details)
+            self._prune(db)
+
+    def _prune(self, db: sqlite3.Connection) -> None:
+        """Drop the snapshots nothing needs any more (not a fleet's applied or last good one, not an unfinished
+        rollout's) and the resources only they held. Without it every revision kept a row per resource forever:
+        12k rows per fleet and revision at 10k VirtualServices."""
+        for table in ("snapshot_resources", "snapshots"):  # the membership first: it refers to the snapshot
+            db.execute(f"DELETE FROM {table} WHERE version NOT IN ({_KEPT_VERSIONS})")
+        orphans = {
+            digest
+            for (digest,) in db.execute(
+                "SELECT digest FROM resources WHERE digest NOT IN (SELECT digest FROM snapshot_resources)"
+            )
+        }
+        db.executemany("DELETE FROM resources WHERE digest = ?", [(digest,) for digest in orphans])
+        for stored in self._stored.values():  # before the commit: a rollback only makes them offered again
+            stored.difference_update(orphans)
 
     def interrupted_rollouts(self) -> list[InFlight]:
         with self._lock:
@@ -247,6 +268,7 @@ class StateStore:
         with self._transaction() as db:
             db.execute("DELETE FROM rollouts WHERE fleet = ?", (fleet,))
             db.execute("DELETE FROM fleets WHERE name = ?", (fleet,))
+            self._prune(db)
 
     def fleets(self) -> list[FleetRecord]:
         with self._lock:

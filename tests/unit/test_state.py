@@ -32,7 +32,7 @@ def test_rollouts_move_last_good_and_survive_reopen(tmp_path: Path) -> None:
     assert record.quarantined_revision == "sha4"
     loaded = reopened.load_snapshot(record.last_good_version)
     assert loaded is not None and [r.body for r in loaded.all_resources()] == [r.body for r in ONE.all_resources()]
-    assert reopened.load_snapshot(TWO.version) is not None  # kept: a restart may need to resume it
+    assert reopened.load_snapshot(TWO.version) is None  # reverted and finished: nothing needs it any more
     assert [(h.revision, h.kind, h.result) for h in reopened.history("edge")] == [
         ("sha4", "rejected", "Rejected"),
         ("sha2", "rollout", "Reverted"),
@@ -49,3 +49,21 @@ def test_an_unfinished_rollout_is_found_after_a_crash(tmp_path: Path) -> None:
     store.close()  # no finish_rollout: the daemon died
     (inflight,) = StateStore(tmp_path).interrupted_rollouts()
     assert (inflight.fleet, inflight.revision, inflight.version) == ("edge", "sha1", ONE.version)
+
+
+def _rows(store: StateStore, table: str) -> int:
+    return int(store._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+def test_snapshots_nothing_needs_are_pruned_and_a_pruned_resource_is_stored_again(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.begin_rollout("edge", "sha1", ONE, "rollout", started_at=1.0)
+    store.finish_rollout("edge", "sha1", "rollout", "Succeeded", "", 1.0, {})
+    for attempt in range(3):  # the same bad revision again and again: the store does not grow
+        store.begin_rollout("edge", f"bad{attempt}", TWO, "rollout", started_at=2.0)
+        assert store.load_snapshot(TWO.version) is not None  # in flight: a restart resumes it
+        store.finish_rollout("edge", f"bad{attempt}", "rollout", "Reverted", "5xx", 2.0, {})
+        assert store.load_snapshot(TWO.version) is None
+        assert (_rows(store, "snapshots"), _rows(store, "resources"), _rows(store, "snapshot_resources")) == (1, 2, 2)
+    loaded = store.load_snapshot(ONE.version)
+    assert loaded is not None and [r.body for r in loaded.all_resources()] == [r.body for r in ONE.all_resources()]
