@@ -237,7 +237,7 @@ def changed_responses(before: Build, after: Build) -> list[bytes]:
                 held = old.of_type(ROUTE)
                 resources = [r for r in resources if r.name not in held or held[r.name].digest != r.digest]
             version = snapshot.type_versions[type_url]
-            bodies.append(response_body(version, type_url, [r.body for r in resources], control_plane))
+            bodies.append(response_body(version, type_url, [r.pieces for r in resources], control_plane))
     return bodies
 
 

@@ -257,6 +257,7 @@ class Daemon:
             try:
                 self._reconcile(pushed)
                 self.status.last_error = ""
+                self._tidy_source()
             except SourceError as exc:
                 self.status.last_error = str(exc)
                 log.warning("source.unreachable", error=str(exc))
@@ -267,6 +268,13 @@ class Daemon:
                 if not self.ready:
                     self.ready = True
                     self._on_loop(self._known_fleets())
+
+    def _tidy_source(self) -> None:
+        """Git's housekeeping of the mirror, after the rollouts started: a failure there delays nothing."""
+        try:
+            self.source.tidy()
+        except SourceError as exc:
+            log.warning("source.housekeeping_failed", error=str(exc))
 
     def _reconcile(self, pushed: bool = False) -> None:
         offline = head_fetched = False

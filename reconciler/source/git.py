@@ -344,6 +344,7 @@ class GitSource:
         # The mirror stays open between calls, and with it its `git cat-file` processes (~3 ms to start each).
         self._repo: Repo | None = None
         self._url_recorded = False  # whether the mirror is known to say which URL filled it (`local_head`)
+        self._untidy = False  # fetched since git's housekeeping last ran (`tidy`)
         self._blobs = BlobCache()
         self._last_read: tuple[str, dict[str, bytes]] | None = None  # (tree of `path`, its files)
         self._check_branch_name()
@@ -382,6 +383,7 @@ class GitSource:
                         "--quiet",
                         "--no-tags",
                         "--no-write-fetch-head",
+                        "--no-auto-maintenance",  # `tidy` runs it, off the path from commit to Envoy
                         self._url,
                         f"+{self._ref}:{self._ref}",
                     ],
@@ -399,6 +401,7 @@ class GitSource:
                     raise SourceError(f"Could not update the mirror {mirror}: {_git_detail(err)}.") from None
                 self._url_recorded = True
             head = self._local_ref(self._open_mirror())
+            self._untidy = True
         if head is None:  # fetch succeeded, so the ref exists; only a concurrent meddler gets here
             raise SourceError(f"The branch '{self.branch}' is missing from the mirror {mirror} after a fetch.")
         return head
@@ -518,6 +521,21 @@ class GitSource:
         if self._repo is None:
             self._repo = _open_repo(self.cache_dir, "mirror")
         return self._repo
+
+    def tidy(self) -> None:
+        """Git's own housekeeping of the mirror (`git maintenance run --auto`: packs loose objects and packs once
+        there are many), which `fetch` leaves out so as not to delay a revision by it: call this once the
+        revision is on its way. Does nothing when nothing was fetched since the last call; git decides itself
+        whether there is anything to do (and does the heavy part in the background)."""
+        with self._lock:
+            if not self._untidy:
+                return
+            self._untidy = False
+            try:
+                _run(Git(str(self.cache_dir)), ["maintenance", "run", "--auto", "--quiet"], timeout=self.timeout)
+            except GitCommandError as err:
+                detail = _git_detail(err)
+                raise SourceError(f"Git's housekeeping of the mirror {self.cache_dir} failed: {detail}.") from None
 
     def close(self) -> None:
         """Stop the mirror's `git cat-file` processes; a later call opens the mirror again."""

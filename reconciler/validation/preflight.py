@@ -41,7 +41,7 @@ from reconciler.envoy_binary import envoy_binary
 from reconciler.manifests.model import Resource
 from reconciler.pipeline import Build
 from reconciler.translate.snapshot import CLUSTER, LISTENER, ROUTE, SECRET, Snapshot
-from reconciler.validation.preflight_delta import LowerCase, partial_snapshot
+from reconciler.validation.preflight_delta import DomainIndex, partial_snapshot
 from reconciler.validation.preflight_live import LiveEnvoy
 from reconciler.validation.static_config import TlsMaterial, resource_dicts, static_bootstrap
 
@@ -84,7 +84,7 @@ class Preflight:
         self._cache: OrderedDict[tuple[str, bool], tuple[Failure, ...]] = OrderedDict()
         self._cache_size = cache_size
         self._accepted: dict[tuple[str, bool], Snapshot] = {}  # by (fleet, files_are_local): the last accepted
-        self._lower_case: dict[str, LowerCase] = {}  # by fleet, for partial_snapshot
+        self._domain_index: dict[str, DomainIndex] = {}  # by fleet, for partial_snapshot
         self._lock = threading.Lock()
         self._material: TlsMaterial | None = None
         self._workdir = Path(tempfile.mkdtemp(prefix="reconciler-preflight-"))
@@ -149,6 +149,7 @@ class Preflight:
             if not found:
                 self._accepted[baseline_key] = snapshot
         if accepted is None and not found:
+            self._domain_index_of(fleet).seed(snapshot)
             self._start_live()  # the fleet's next check may be the live Envoy's
         return found
 
@@ -165,7 +166,9 @@ class Preflight:
         """`snapshot` of `fleet` was accepted earlier (the daemon's last good, every node ACKed it): the baseline
         of the fleet's next check, so a restarted daemon does not pay a whole check per fleet."""
         with self._lock:
-            self._accepted.setdefault((fleet, self.options.files_are_local), snapshot)
+            baseline = self._accepted.setdefault((fleet, self.options.files_are_local), snapshot)
+        if baseline is snapshot:
+            self._domain_index_of(fleet).seed(snapshot)
         self._start_live()
 
     def _start_live(self) -> None:
@@ -179,16 +182,16 @@ class Preflight:
         """The whole snapshot without a baseline, else only what changed since the accepted one. A rejected
         snapshot leaves the baseline as it was: it is still one Envoy accepted, and the next revision (the fix)
         is most likely close to it."""
-        subject = snapshot if accepted is None else partial_snapshot(accepted, snapshot, self._lower_case_of(fleet))
+        subject = snapshot if accepted is None else partial_snapshot(accepted, snapshot, self._domain_index_of(fleet))
         if subject.count() == 0:
             return []
         if accepted is not None and self._live_accepts(accepted, snapshot, subject):
             return []
         return _Narrowing(self, fleet, subject).run()
 
-    def _lower_case_of(self, fleet: str) -> LowerCase:
+    def _domain_index_of(self, fleet: str) -> DomainIndex:
         with self._lock:  # the fleet's is then used by one thread at a time: the one checking the fleet
-            return self._lower_case.setdefault(fleet, LowerCase())
+            return self._domain_index.setdefault(fleet, DomainIndex())
 
     def _live_accepts(self, accepted: Snapshot, snapshot: Snapshot, subject: Snapshot) -> bool:
         """The live Envoy's verdict on a route-only change; False (run the usual check, which narrows a

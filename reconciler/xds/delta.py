@@ -27,6 +27,7 @@ left the snapshot. Protocol rules (`shared/reference/xds-protocol.md` §1.5-1.8,
 from __future__ import annotations
 
 import hashlib
+import itertools
 import sys
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
@@ -35,8 +36,8 @@ from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf import any_pb2
 
+from reconciler.protowire import field_header, length_delimited
 from reconciler.translate.snapshot import (
     CLUSTER,
     ENDPOINT,
@@ -47,7 +48,15 @@ from reconciler.translate.snapshot import (
     WILDCARD_TYPES,
     XdsResource,
 )
-from reconciler.xds.server import AdsServer, Response, XdsEvent, rebound_listener, served_type, shared_names
+from reconciler.xds.server import (
+    AdsServer,
+    Response,
+    XdsEvent,
+    any_field,
+    rebound_listener,
+    served_type,
+    shared_names,
+)
 from reconciler.xds.streams import NodeStream, TypeState
 
 WILDCARD = "*"
@@ -55,6 +64,10 @@ ABSENT = ""  # the version `known` holds for a subscribed name the client was to
 # Removals go after every update, and what points at a resource goes before it.
 REMOVAL_ORDER = (LISTENER, ROUTE, CLUSTER, ENDPOINT, SECRET)
 _CACHE_ENTRIES = 65_536
+# A resource to send: name, version and its body as the pieces it joins from (`XdsResource.pieces`).
+Update = tuple[str, str, tuple[bytes, ...]]
+_RESOURCE_FIELDS = discovery_pb2.Resource.DESCRIPTOR.fields_by_name
+_RESOURCES_FIELD = discovery_pb2.DeltaDiscoveryResponse.DESCRIPTOR.fields_by_name["resources"].number
 # The one empty name set every state starts from and goes back to: each `frozenset()` is a new 216-byte object.
 NO_NAMES: frozenset[str] = frozenset()
 
@@ -89,8 +102,8 @@ class DeltaProtocol:
     def __init__(self, ads: AdsServer, identifier: str) -> None:
         self._ads = ads
         self._identifier = identifier
-        self._entries: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()  # serialized Resource entries
-        self._rebound: OrderedDict[tuple[str, str], tuple[str, bytes]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str, str], tuple[bytes, ...]] = OrderedDict()  # encoded Resources
+        self._rebound: OrderedDict[tuple[str, str], tuple[str, tuple[bytes, ...]]] = OrderedDict()
 
     async def stream(
         self, requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: grpc.aio.ServicerContext
@@ -221,7 +234,7 @@ class DeltaProtocol:
 
     def _compare(
         self, stream: NodeStream, type_url: str, state: DeltaTypeState, only: Iterable[str] | None
-    ) -> tuple[list[tuple[str, str, bytes]], list[str]]:
+    ) -> tuple[list[Update], list[str]]:
         """What to send (name, version, body) and what to remove, for `only` these names or all of interest."""
         resources = stream.snapshot.of_type(type_url)
         rebind = stream.listen_address if type_url == LISTENER else ""
@@ -237,9 +250,9 @@ class DeltaProtocol:
                 if name in state.explicit and (name not in state.known or name in state.resend):
                     removed.add(name)  # subscribed, but it does not exist: say so once
                 continue
-            version, body = self._version_and_body(resource, rebind)
+            version, pieces = self._version_and_pieces(resource, rebind)
             if state.known.get(name) != version or name in state.resend:
-                updates.append((name, version, body))
+                updates.append((name, version, pieces))
         return updates, sorted(removed)
 
     def _send(
@@ -247,7 +260,7 @@ class DeltaProtocol:
         stream: NodeStream,
         type_url: str,
         state: DeltaTypeState,
-        updates: list[tuple[str, str, bytes]],
+        updates: list[Update],
         removed: list[str],
     ) -> Response:
         type_version = stream.snapshot.type_versions[type_url]
@@ -270,9 +283,9 @@ class DeltaProtocol:
             system_version_info=type_version, type_url=type_url, removed_resources=removed
         )
         head.control_plane.identifier = self._identifier
-        entries = [self._entry(type_url, name, version, body) for name, version, body in updates]
+        entries = [self._entry(type_url, name, version, pieces) for name, version, pieces in updates]
         tail = discovery_pb2.DeltaDiscoveryResponse(nonce=state.nonce)
-        return (head.SerializeToString(), *entries, tail.SerializeToString())
+        return (head.SerializeToString(), *itertools.chain.from_iterable(entries), tail.SerializeToString())
 
     def _finish(self, stream: NodeStream, type_url: str, state: DeltaTypeState) -> None:
         """`known` now matches the snapshot for this type: record the version being delivered."""
@@ -291,26 +304,30 @@ class DeltaProtocol:
 
     # ------------------------------------------------------------------ serialized pieces (shared by all streams)
 
-    def _version_and_body(self, resource: XdsResource, rebind: str) -> tuple[str, bytes]:
+    def _version_and_pieces(self, resource: XdsResource, rebind: str) -> tuple[str, tuple[bytes, ...]]:
         if not rebind:
-            return resource.digest, resource.body
+            return resource.digest, resource.pieces
         key = (resource.digest, rebind)
         found = self._rebound.get(key)
         if found is None:
             body = rebound_listener(resource.body, rebind)
-            found = self._rebound[key] = (hashlib.sha256(body).hexdigest()[:16], body)
+            found = self._rebound[key] = (hashlib.sha256(body).hexdigest()[:16], (body,))
             _trim(self._rebound)
         return found
 
-    def _entry(self, type_url: str, name: str, version: str, body: bytes) -> bytes:
-        """One `resources` entry of a DeltaDiscoveryResponse, serialized once per resource version."""
+    def _entry(self, type_url: str, name: str, version: str, pieces: tuple[bytes, ...]) -> tuple[bytes, ...]:
+        """One `resources` entry of a DeltaDiscoveryResponse, encoded once per resource version: as pieces that
+        the response's join copies, so a route configuration of megabytes is copied once, not joined first."""
         key = (type_url, name, version)
         entry = self._entries.get(key)
         if entry is None:
-            resource = discovery_pb2.Resource(
-                name=name, version=version, resource=any_pb2.Any(type_url=type_url, value=body)
-            )
-            entry = self._entries[key] = discovery_pb2.DeltaDiscoveryResponse(resources=[resource]).SerializeToString()
+            resource = [
+                length_delimited(_RESOURCE_FIELDS["version"].number, version.encode()),
+                *any_field(_RESOURCE_FIELDS["resource"].number, type_url, pieces),
+                length_delimited(_RESOURCE_FIELDS["name"].number, name.encode()),
+            ]
+            header = field_header(_RESOURCES_FIELD, sum(map(len, resource)))
+            entry = self._entries[key] = (header, *resource)
             _trim(self._entries)
         else:
             self._entries.move_to_end(key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import time
@@ -19,10 +20,12 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from reconciler.pipeline import Build, build
-from reconciler.protowire import fields
-from reconciler.translate.snapshot import ROUTE, Snapshot, XdsResource
+from reconciler.protowire import fields, length_delimited, payload
+from reconciler.translate.routes import VIRTUAL_HOSTS
+from reconciler.translate.snapshot import PUSH_ORDER, ROUTE, Snapshot, XdsResource, content_digest
+from reconciler.validation import preflight_delta
 from reconciler.validation.preflight import Preflight, PreflightOptions
-from reconciler.validation.preflight_delta import LowerCase, changed_virtual_hosts
+from reconciler.validation.preflight_delta import DomainIndex, changed_virtual_hosts
 from reconciler.validation.preflight_live import LiveEnvoy
 from reconciler.validation.static_config import HCM_TYPE
 from tests.unit.manifest_helpers import (
@@ -40,11 +43,12 @@ SPARE_SERVICE = SERVICE.replace("name: app", "name: spare").replace("app.interna
 GATEWAY = gateway(http_server(8080), http_server(8081).replace("name: http", "name: http-2"))
 
 
-def vs_with_header(name: str, value: str) -> str:
-    """VirtualService `name` (host <name>.example.com): rule `headers` sets x-a to `value`, then a catch-all."""
+def vs_with_header(name: str, value: str, host: str | None = None) -> str:
+    """VirtualService `name` (host `host`, default <name>.example.com): rule `headers` sets x-a to `value`, then
+    a catch-all."""
     headers = f'headers: {{request: {{set: {{x-a: "{value}"}}}}}}'
     rule = f"{{name: headers, match: [{{uri: {{prefix: /h}}}}], {headers}, {TO_APP}}}"
-    return virtual_service(name, f"{name}.example.com", rule, f"{{name: plain, {TO_APP}}}")
+    return virtual_service(name, host or f"{name}.example.com", rule, f"{{name: plain, {TO_APP}}}")
 
 
 def built(*docs: str, gateway_doc: str = GATEWAY, service: str = SERVICE) -> Build:
@@ -131,13 +135,24 @@ def test_a_valid_change_is_checked_alone() -> None:
     ]
 
 
-def test_a_restored_last_good_snapshot_is_the_baseline() -> None:
-    """The daemon hands over each fleet's last good snapshot after a restart: no whole check follows."""
+@pytest.mark.parametrize("baseline", ["restored", "checked whole"])
+def test_a_restored_last_good_snapshot_is_the_baseline(baseline: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon hands over each fleet's last good snapshot after a restart: no whole check follows. The
+    baseline's virtual hosts are indexed as it is set, so the first change parses only the changed ones."""
+    parsed: list[bytes] = []
+    parse = preflight_delta._lowered_domains
+    monkeypatch.setattr(preflight_delta, "_lowered_domains", lambda entry: parsed.append(entry) or parse(entry))
     with RecordingPreflight() as checker:
-        checker.accepted_before("edge", built(*BASE).snapshots["edge"])
+        if baseline == "restored":
+            checker.accepted_before("edge", built(*BASE).snapshots["edge"])
+        else:
+            checker.accept(built(*BASE))
+        checker.bootstraps.clear()
+        parsed.clear()
         assert checker.check(built(vs_with_header("a", "one"), vs_with_header("b", "two"))) == []
     (only,) = checker.bootstraps
     assert routed_hosts(only) == {name: ["b.example.com"] for name in ("http.8080", "http.8081")}
+    assert len(parsed) == 2  # b.example.com's changed virtual host, in each of the two route configurations
 
 
 def test_a_broken_route_is_traced_to_its_rule_and_the_fix_is_checked_alone() -> None:
@@ -365,11 +380,161 @@ def _running(pid: int) -> bool:
     return True
 
 
-def test_lower_case_kept_between_checks_gives_what_a_fresh_one_gives() -> None:
-    lower = LowerCase()
+def test_a_domain_index_kept_between_checks_gives_what_a_fresh_one_gives() -> None:
+    lower = DomainIndex()
     old = XdsResource.of(_route_config("a.com", "b.com", "x.org"))
     for new in (_route_config("a.com", "c.com", "x.org"), _route_config("a.com", "X.ORG", "x.org")):
         subject = XdsResource.of(new)
         assert changed_virtual_hosts(old, subject, lower) == changed_virtual_hosts(old, subject)
     renamed = XdsResource.of(_route_config("A.com", "b.com", "x.org"))  # clashes with nothing left: no stubs
     assert changed_virtual_hosts(old, renamed, lower).body == XdsResource.of(_route_config("A.com")).body
+
+
+# -- the domain index kept between checks: successive changes, against a brute-force reference and Envoy -------
+
+
+def _with_domain(snapshot: Snapshot, host: str, domain: str) -> Snapshot:
+    """`snapshot` with `domain` added to the virtual hosts of `host`, every other entry of the route configs kept
+    as the very same object, as translation keeps an unchanged virtual host. Translation lower-cases and merges
+    the hosts of VirtualServices, so it never makes a clash itself: this is the clash a translation bug would
+    make, which the preflight must still show Envoy."""
+
+    def entry(old: bytes) -> bytes:
+        vhost = route_components_pb2.VirtualHost.FromString(payload(old))
+        if not vhost.name.startswith(f"{host}:"):
+            return old
+        vhost.domains.append(domain)
+        return length_delimited(VIRTUAL_HOSTS, vhost.SerializeToString(deterministic=True))
+
+    routes = []
+    for config in snapshot.of_type(ROUTE).values():
+        head, *entries, tail = config.parts
+        parts = (head, *map(entry, entries), tail)
+        body = b"".join(parts)
+        routes.append(XdsResource(config.type_url, config.name, body, content_digest(body), parts))
+    others = [resource for t in PUSH_ORDER if t != ROUTE for resource in snapshot.of_type(t).values()]
+    return Snapshot.of_resources([*others, *routes])
+
+
+def test_a_changed_host_clashing_in_another_case_with_an_unchanged_one_is_rejected_after_successive_changes() -> None:
+    """The index of each route config follows an added, a removed and a renamed VirtualService host, each change
+    checked alone; a change that then clashes, in another case, with a host the index got from those changes is
+    Envoy's rejection, and a domain that left the route config clashes with nothing."""
+    b_renamed = vs_with_header("b", "one", host="d.example.com")
+    with RecordingPreflight() as checker:
+        checker.accept(built(*BASE))
+        for docs, routed in [
+            ((*BASE, vs_with_header("c", "one")), ["c.example.com"]),  # a host added
+            ((vs_with_header("b", "one"), vs_with_header("c", "one")), []),  # a host removed
+            ((b_renamed, vs_with_header("c", "one")), ["d.example.com"]),  # a domain renamed
+        ]:
+            assert checker.check(built(*docs)) == []
+            (only,) = checker.bootstraps
+            assert routed_hosts(only) == {name: routed for name in ("http.8080", "http.8081")}
+            checker.bootstraps.clear()
+        changed = built(b_renamed, vs_with_header("c", "two")).snapshots["edge"]
+        failures = checker.failures("edge", _with_domain(changed, "c.example.com", "D.Example.COM"))
+        assert sorted((f.kind, f.name) for f in failures) == [
+            ("listener", "0.0.0.0_8080"),
+            ("listener", "0.0.0.0_8081"),
+        ]
+        assert all("Duplicate entry of domain d.example.com" in f.message for f in failures)
+        first = inline_route_configs(checker.bootstraps[0])["http.8080"]["virtual_hosts"]
+        assert [(v["name"], "routes" in v) for v in first] == [
+            ("c.example.com:8080", True),
+            ("d.example.com:8080", False),
+        ]
+        checker.bootstraps.clear()
+        for gone in ("A.Example.COM", "B.Example.COM"):  # removed, renamed away: the index forgot them
+            assert checker.failures("edge", _with_domain(changed, "c.example.com", gone)) == ()
+            (only,) = checker.bootstraps
+            hosts = inline_route_configs(only)["http.8080"]["virtual_hosts"]
+            assert [v["name"] for v in hosts] == ["c.example.com:8080"]
+            checker.bootstraps.clear()
+
+
+DOMAIN_CHOICES = ["a.com", "A.com", "b.org", "B.ORG", "*", "*.a.com", "*.A.COM", "shop.*", "c.net", "x.a.com"]
+
+
+class _RouteConfigModel:
+    """A route config of virtual hosts as translation hands it over: an unchanged host keeps its entry object."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.hosts: dict[str, tuple[tuple[str, ...], str, bytes]] = {}  # name → (domains, route prefix, entry)
+        self.serial = 0
+
+    def put(self, name: str, domains: tuple[str, ...], prefix: str) -> None:
+        self.hosts[name] = (domains, prefix, _entry(name, domains, prefix))
+
+    def change(self) -> None:
+        """Adds, removes, renames a domain of or re-routes a virtual host (or leaves them all as they are)."""
+        rng, names = self.rng, sorted(self.hosts)
+        what = rng.choice(["add", "add", "remove", "rename", "reroute", "none"] if names else ["add"])
+        if what == "add":
+            self.serial += 1
+            self.put(f"vh-{self.serial}", tuple(rng.sample(DOMAIN_CHOICES, rng.randint(1, 2))), "/")
+        elif what == "remove":
+            del self.hosts[rng.choice(names)]
+        elif what in ("rename", "reroute"):
+            name = rng.choice(names)
+            domains, prefix, _ = self.hosts[name]
+            if what == "rename":
+                domains = (*domains[:-1], rng.choice(DOMAIN_CHOICES))
+            self.put(name, domains, prefix + "x" if what == "reroute" else prefix)
+
+    def resource(self) -> XdsResource:
+        resource = _joined([entry for *_, entry in self.hosts.values()])
+        return resource if self.rng.random() < 0.8 else replace(resource, parts=())  # e.g. restored from disk
+
+
+def _entry(name: str, domains: tuple[str, ...], prefix: str = "/") -> bytes:
+    """A virtual host's entry in a route config (field, length, message), as translation makes it."""
+    vhost = route_components_pb2.VirtualHost(name=name, domains=domains)
+    vhost.routes.add(match={"prefix": prefix}, direct_response={"status": 200})
+    return length_delimited(VIRTUAL_HOSTS, vhost.SerializeToString())
+
+
+def _joined(entries: list[bytes]) -> XdsResource:
+    """Route config `rc` joined from the entries of its virtual hosts, as translation joins it."""
+    parts = (route_pb2.RouteConfiguration(name="rc").SerializeToString(), *entries, b"")
+    body = b"".join(parts)
+    return XdsResource(ROUTE, "rc", body, content_digest(body), parts)
+
+
+def _what_envoy_must_see(old: XdsResource, new: XdsResource) -> list[route_components_pb2.VirtualHost]:
+    """By brute force: the virtual hosts of `new` that `old` lacks, and a stub of each other one having a
+    domain equal in ASCII lower case (Envoy's comparison) to one of theirs, in order."""
+    old_hosts = {v.SerializeToString() for v in route_pb2.RouteConfiguration.FromString(old.body).virtual_hosts}
+    hosts = route_pb2.RouteConfiguration.FromString(new.body).virtual_hosts
+    fresh = [v for v in hosts if v.SerializeToString() not in old_hosts]
+    changed = {domain.encode().lower() for v in fresh for domain in v.domains}
+    return [
+        v if v in fresh else route_components_pb2.VirtualHost(name=v.name, domains=v.domains)
+        for v in hosts
+        if v in fresh or changed & {domain.encode().lower() for domain in v.domains}
+    ]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_domain_index_kept_across_many_changes_stubs_exactly_the_hosts_that_may_clash(seed: int) -> None:
+    """Random successive changes, a baseline that stays when a check is rejected, route configs with and without
+    their parts: the index kept between checks gives what brute force gives, every time."""
+    rng = random.Random(seed)
+    model, index = _RouteConfigModel(rng), DomainIndex()
+    for _ in range(3):
+        model.change()
+    baseline = model.resource()
+    for _ in range(60):
+        model.change()
+        new = model.resource()
+        checked = route_pb2.RouteConfiguration.FromString(changed_virtual_hosts(baseline, new, index).body)
+        assert list(checked.virtual_hosts) == _what_envoy_must_see(baseline, new)
+        if rng.random() < 0.7:  # accepted: the next check's baseline
+            baseline = new
+
+
+def test_one_entry_object_twice_is_checked_whole() -> None:
+    entry = _entry("vh", ("a.com",))
+    new = _joined([entry, entry])
+    assert changed_virtual_hosts(_joined([entry]), new, DomainIndex()) is new  # Envoy must see both

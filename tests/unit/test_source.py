@@ -107,6 +107,32 @@ def test_fetch_follows_new_commits(upstream: Upstream, tmp_path: Path) -> None:
     assert source.read_manifests(first) == {"gw.yaml": b"a: 1\n"}
 
 
+def test_housekeeping_waits_for_tidy(upstream: Upstream, tmp_path: Path) -> None:
+    """A fetch leaves git's housekeeping out (it would delay the revision); `tidy` runs it afterwards."""
+    upstream.commit_and_push({"gw.yaml": "a: 0\n"})
+    source = source_for(upstream, tmp_path)
+    source.fetch()
+    mirror = source.cache_dir
+    # every fetch keeps a pack of its own, and more than one pack is housekeeping's cue to repack (in the foreground)
+    for key, value in (("fetch.unpackLimit", "1"), ("gc.autoPackLimit", "1"), ("gc.autoDetach", "false")):
+        git(mirror, "config", key, value)
+
+    def packs() -> int:
+        return len(list((mirror / "objects" / "pack").glob("*.pack")))
+
+    for n in (1, 2):
+        upstream.commit_and_push({"gw.yaml": f"a: {n}\n"})
+        source.fetch()
+    assert packs() == 2  # one per fetch since the configuration (the first fetch's few objects went loose)
+    source.tidy()
+    assert packs() == 1
+    assert source.read_files(source.local_head() or "") == {"gw.yaml": b"a: 2\n"}
+    upstream.commit_and_push({"gw.yaml": "a: 3\n"})
+    source.fetch()
+    source.tidy()
+    assert packs() == 1  # it ran again after a fetch; with nothing fetched since, it does not (no process started)
+
+
 def test_remote_head_changes_after_a_push(upstream: Upstream, tmp_path: Path) -> None:
     first = upstream.commit_and_push({"gw.yaml": "a: 1\n"})
     source = source_for(upstream, tmp_path)

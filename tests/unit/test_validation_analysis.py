@@ -196,3 +196,6 @@ def test_the_secret_scanner_rescans_only_changed_files(monkeypatch: pytest.Monke
     scanned.clear()
     assert scanner.scan(removed) == []
     assert scanned == ["new.yaml"]
+    copied = {path: bytes(bytearray(content)) for path, content in removed.items()}  # equal, not the same objects
+    scanned.clear()
+    assert scanner.scan(copied) == [] and scanned == []

@@ -183,7 +183,10 @@ def test_response_bodies_are_protobufs_own_serialization(version: str) -> None:
         control_plane=control_plane,
     ).SerializeToString(deterministic=True)
     wrapped = length_delimited(6, control_plane.SerializeToString())
-    assert response_body(version, ROUTE, bodies, wrapped) == expected
+    # each body as one piece, and as the pieces a route configuration joins from (split anywhere)
+    assert response_body(version, ROUTE, [(body,) for body in bodies], wrapped) == expected
+    split = [(body[:7], body[7:50], body[50:]) for body in bodies]
+    assert response_body(version, ROUTE, split, wrapped) == expected
 
 
 async def test_endpoints_resent_when_clusters_change() -> None:
