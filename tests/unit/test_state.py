@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
+import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
 
-from reconciler.state import StateStore
+from reconciler.state import StateError, StateStore
 from reconciler.translate.snapshot import Snapshot
 
 ONE = Snapshot.build([cluster_pb2.Cluster(name="c1"), listener_pb2.Listener(name="l")])
@@ -64,6 +66,66 @@ def test_snapshots_nothing_needs_are_pruned_and_a_pruned_resource_is_stored_agai
         assert store.load_snapshot(TWO.version) is not None  # in flight: a restart resumes it
         store.finish_rollout("edge", f"bad{attempt}", "rollout", "Reverted", "5xx", 2.0, {})
         assert store.load_snapshot(TWO.version) is None
-        assert (_rows(store, "snapshots"), _rows(store, "resources"), _rows(store, "snapshot_resources")) == (1, 2, 2)
+        assert (_rows(store, "snapshots"), _rows(store, "resources")) == (1, 2)
     loaded = store.load_snapshot(ONE.version)
     assert loaded is not None and [r.body for r in loaded.all_resources()] == [r.body for r in ONE.all_resources()]
+
+
+# The schema before PRAGMA user_version 1 (a row per snapshot member), as earlier versions wrote it.
+_SCHEMA_0 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE resources (digest TEXT PRIMARY KEY, type_url TEXT NOT NULL, name TEXT NOT NULL, body BLOB NOT NULL);
+CREATE TABLE snapshots (version TEXT PRIMARY KEY, created_at REAL NOT NULL);
+CREATE TABLE snapshot_resources (
+    version TEXT NOT NULL REFERENCES snapshots(version), digest TEXT NOT NULL REFERENCES resources(digest),
+    PRIMARY KEY (version, digest));
+CREATE TABLE fleets (
+    name TEXT PRIMARY KEY,
+    applied_revision TEXT NOT NULL DEFAULT '', applied_version TEXT NOT NULL DEFAULT '',
+    last_good_revision TEXT NOT NULL DEFAULT '', last_good_version TEXT NOT NULL DEFAULT '',
+    quarantined_revision TEXT NOT NULL DEFAULT '', updated_at REAL NOT NULL);
+CREATE TABLE rollouts (
+    fleet TEXT PRIMARY KEY, revision TEXT NOT NULL, version TEXT NOT NULL REFERENCES snapshots(version),
+    kind TEXT NOT NULL, started_at REAL NOT NULL);
+CREATE TABLE history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, fleet TEXT NOT NULL, revision TEXT NOT NULL, kind TEXT NOT NULL,
+    result TEXT NOT NULL, reason TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL NOT NULL,
+    details TEXT NOT NULL DEFAULT '{}');
+"""
+
+
+def test_a_store_written_by_an_earlier_version_is_migrated_and_keeps_serving(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / StateStore.FILENAME) as db:
+        db.executescript(_SCHEMA_0)
+        db.executemany(
+            "INSERT INTO resources VALUES (?, ?, ?, ?)",
+            [(r.digest, r.type_url, r.name, r.body) for r in ONE.all_resources()],
+        )
+        db.execute("INSERT INTO snapshots VALUES (?, 1.0)", (ONE.version,))
+        db.executemany(
+            "INSERT INTO snapshot_resources VALUES (?, ?)", [(ONE.version, r.digest) for r in ONE.all_resources()]
+        )
+        db.execute("INSERT INTO fleets VALUES ('edge', 'sha1', ?, 'sha1', ?, '', 1.0)", (ONE.version, ONE.version))
+        db.execute("INSERT INTO rollouts VALUES ('edge', 'sha1', ?, 'rollout', 1.0)", (ONE.version,))
+    store = StateStore(tmp_path)
+    assert store.load_snapshot(ONE.version) == ONE
+    assert [i.version for i in store.interrupted_rollouts()] == [ONE.version]
+    store.finish_rollout("edge", "sha1", "rollout", "Succeeded", "", 1.0, {})
+    store.begin_rollout("edge", "sha2", TWO, "rollout", started_at=2.0)
+    store.finish_rollout("edge", "sha2", "rollout", "Succeeded", "", 2.0, {})
+    store.close()
+    reopened = StateStore(tmp_path)
+    assert reopened.load_snapshot(ONE.version) is None  # superseded as last good, and pruned like any other
+    assert reopened.load_snapshot(TWO.version) == TWO
+    assert (_rows(reopened, "snapshots"), _rows(reopened, "resources")) == (1, 2)
+    assert reopened._db.execute("SELECT name FROM sqlite_master WHERE name = 'snapshot_resources'").fetchone() is None
+
+
+def test_a_store_from_a_newer_version_is_refused_untouched(tmp_path: Path) -> None:
+    StateStore(tmp_path).close()
+    with sqlite3.connect(tmp_path / StateStore.FILENAME) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(StateError, match="newer version of the reconciler"):
+        StateStore(tmp_path)
+    with sqlite3.connect(tmp_path / StateStore.FILENAME) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 99

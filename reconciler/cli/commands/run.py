@@ -20,6 +20,7 @@ def handle(args: argparse.Namespace) -> int:
     from reconciler.daemon.config import ConfigError, load_config
     from reconciler.logging import configure_logging
     from reconciler.redact import SecretFileError
+    from reconciler.state import StateError
     from reconciler.xds.security import TlsConfigError
 
     try:
@@ -30,7 +31,7 @@ def handle(args: argparse.Namespace) -> int:
     configure_logging(config.log.format, config.log.level)
     try:
         daemon = Daemon(config)
-    except (SecretFileError, TlsConfigError, ValueError, FileNotFoundError) as exc:  # say which file is wrong
+    except (SecretFileError, TlsConfigError, StateError, ValueError, FileNotFoundError) as exc:  # say which file
         print(f"reconciler: cannot start: {exc}", file=sys.stderr)
         return 2
     try:
