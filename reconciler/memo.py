@@ -11,14 +11,15 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import compress, repeat
-from typing import Any, Generic, TypeVar
+from itertools import compress, count, islice, repeat
+from typing import Any, Generic, NamedTuple, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 V = TypeVar("V")
 _MISSING: Any = object()
-# Past one item in this many out of its place, matching every item by id in one dict costs less than one by one.
+# Past one item in this many out of its place, matching by id in one dict every item between the first and the
+# last that changed costs less than one by one.
 MOVED_SHARE = 8
 
 
@@ -71,12 +72,25 @@ class Memo(Generic[K, V]):
         return len(self._current.keys() | self._previous.keys())
 
 
-@dataclass(frozen=True, slots=True)
-class InPlace(Generic[V]):
-    """What `CarriedResults.update` changed, when every other item stayed in its place."""
+class Span(NamedTuple):
+    """Where a sequence differs from the latest build's (`differing_span`)."""
 
-    positions: list[int]  # the positions whose item changed, in order
-    replaced: list[V]  # the results they held before
+    start: int
+    stop_before: int  # the end of the span in the latest sequence
+    stop: int  # and in the new one
+
+
+@dataclass(frozen=True, slots=True)
+class Changes(Generic[V]):
+    """What `CarriedResults.update` changed: the latest build's results at `dropped` (its positions) are gone
+    (`replaced`, in order), this build's at `positions` are other than the latest build had there, and the latest
+    build's items from `shifted_from` on are `shift` places further on (an add or a removal moves those after it)."""
+
+    dropped: Sequence[int]
+    replaced: list[V]
+    positions: Sequence[int]
+    shifted_from: int = 0
+    shift: int = 0
 
 
 class CarriedResults(Generic[T, V]):
@@ -90,27 +104,25 @@ class CarriedResults(Generic[T, V]):
 
     def __init__(self) -> None:
         self.items: tuple[T, ...] = ()
-        self.results: list[V] = []  # updated in place while the items stay in their places
+        self.results: list[V] = []  # updated in place
         # Results of the build before for items the latest did not have, by id; `_held` keeps those items alive,
         # so that no other object can have their id meanwhile.
         self._before: dict[int, V] = {}
         self._held: Sequence[T] = ()
 
-    def update(self, items: Sequence[T], refresh: Callable[[T, V | None], V]) -> InPlace[V] | None:
+    def update(self, items: Sequence[T], refresh: Callable[[T, V | None], V]) -> Changes[V]:
         """Make `results` those of `items`: the latest build's result for each item it had, and for each other
-        item `refresh(item, kept)`, with `kept` the result an earlier build had for it, if any.
-
-        Returns what changed when every other item stayed in its place, or None when items were added, removed
-        or moved (then `results` is a new list).
+        item `refresh(item, kept)`, with `kept` the result an earlier build had for it, if any. Returns what
+        changed; the work follows it, not the number of items.
         """
         items = tuple(items)
-        count = len(items)
-        if count == len(self.items):
-            changed = list(compress(range(count), map(operator.is_not, items, self.items)))
-            if len(changed) <= 1 + count // MOVED_SHARE:  # one at least: the most common edit, in any repo
+        size, latest = len(items), self.items
+        if size == len(latest):
+            changed = list(compress(range(size), map(operator.is_not, items, latest)))
+            if len(changed) <= 1 + size // MOVED_SHARE:  # one at least: the most common edit, in any repo
                 return self._patch(items, changed, refresh)
-        self._remap(items, refresh)
-        return None
+        # Items added or removed (or many changed): what lies between the unchanged head and tail is matched by id.
+        return self._splice(items, differing_span(items, latest), refresh)
 
     def refresh_at(self, positions: Iterable[int], refresh: Callable[[T, V | None], V]) -> None:
         """Let `refresh(item, result)` replace the results at `positions` (whose inputs changed, say)."""
@@ -118,7 +130,7 @@ class CarriedResults(Generic[T, V]):
         for i in positions:
             results[i] = refresh(items[i], results[i])
 
-    def _patch(self, items: tuple[T, ...], changed: list[int], refresh: Callable[[T, V | None], V]) -> InPlace[V]:
+    def _patch(self, items: tuple[T, ...], changed: list[int], refresh: Callable[[T, V | None], V]) -> Changes[V]:
         before, results = self.items, self.results
         replaced = [results[i] for i in changed]
         by_id = {id(before[i]): result for i, result in zip(changed, replaced, strict=True)}  # moved items
@@ -127,16 +139,36 @@ class CarriedResults(Generic[T, V]):
             results[i] = result
         self._before, self._held = by_id, [before[i] for i in changed]
         self.items = items
-        return InPlace(changed, replaced)
+        return Changes(changed, replaced, changed)
 
-    def _remap(self, items: tuple[T, ...], refresh: Callable[[T, V | None], V]) -> None:
-        latest = dict(zip(map(id, self.items), self.results, strict=True))
-        results: list[Any] = list(map(latest.get, map(id, items), repeat(_MISSING)))
-        for i in compress(range(len(items)), map(operator.is_, results, repeat(_MISSING))):
-            results[i] = refresh(items[i], self._before.get(id(items[i])))
-        self._before, self._held = latest, self.items
-        self.items, self.results = items, results
+    def _splice(self, items: tuple[T, ...], span: Span, refresh: Callable[[T, V | None], V]) -> Changes[V]:
+        """Renew the results of `items[start:stop]`, which stand where the latest build had `[start:stop_before]`."""
+        start, stop_before, stop = span
+        gone, replaced = self.items[start:stop_before], self.results[start:stop_before]
+        latest = dict(zip(map(id, gone), replaced, strict=True))  # an item may have moved within the span
+        fresh: list[Any] = list(map(latest.get, map(id, items[start:stop]), repeat(_MISSING)))
+        for i in compress(range(len(fresh)), map(operator.is_, fresh, repeat(_MISSING))):
+            fresh[i] = refresh(items[start + i], self._before.get(id(items[start + i])))
+        self.results[start:stop_before] = fresh  # only once every `refresh` is through
+        self._before, self._held = latest, gone
+        self.items = items
+        return Changes(range(start, stop_before), replaced, range(start, stop), stop_before, stop - stop_before)
 
     def __len__(self) -> int:
         """How many results are kept: the latest build's, and the build before's for items the latest did not have."""
         return len(self.items) + len(self._before.keys() - set(map(id, self.items)))
+
+
+def differing_span(items: Sequence[T], latest: Sequence[T]) -> Span:
+    """Where `items` differ from `latest`, found at C speed: `(start, stop_before, stop)` such that `items[start:stop]`
+    stand where `latest[start:stop_before]` stood, and the items before and after are the very same objects.
+    One item added, removed or replaced costs one comparison per item."""
+    shorter = min(len(items), len(latest))
+    start = _same_for(items, latest, shorter)
+    tail = _same_for(reversed(items), reversed(latest), shorter - start)
+    return Span(start, len(latest) - tail, len(items) - tail)
+
+
+def _same_for(items: Iterable[T], latest: Iterable[T], most: int) -> int:
+    """For how many places from the start, up to `most`, `items` are the very objects of `latest`."""
+    return next(compress(count(), map(operator.is_not, islice(items, most), latest)), most)

@@ -7,8 +7,8 @@ computation would have returned, and a cached build is byte-identical to a fresh
 (tests/unit/test_incremental_build.py holds us to that).
 
 Translation keeps its results whole instead, one per route configuration, per fleet and for the clusters, and
-renews them from the revision's identity diffs (translate.route_configs, translate.snapshot): a one-VirtualService
-change costs that VirtualService's virtual hosts, not a walk over every one.
+renews them from the revision's identity diffs (translate.route_configs, translate.snapshot): a VirtualService
+edited, added or removed costs its virtual hosts, not a walk over every one.
 
 Memory stays bounded: each build ages every table, and an entry no lookup of the latest two builds used is
 dropped (the clusters: only the latest build's are kept).

@@ -16,7 +16,7 @@ from reconciler.config.model import (
     ResolvedVirtualService,
     Service,
 )
-from reconciler.config.resolve_memo import Binding, LastBuild, ResolveMemo
+from reconciler.config.resolve_memo import BindingIndex, LastBuild, ResolveMemo, istio_order
 from reconciler.diagnostics import Finding, Severity
 from reconciler.manifests.loader import ManifestSet
 from reconciler.manifests.model import (
@@ -42,7 +42,7 @@ def resolve(
     if memo is None:
         memo = ResolveMemo()
     elif memo.domain_suffix == domain_suffix:
-        patched = memo.patch(manifests.resources, resolve_one)
+        patched = memo.patch(manifests.resources, resolve_one, _meet)
         if patched is not None:
             return patched
     memo.start(domain_suffix)
@@ -50,7 +50,7 @@ def resolve(
     gateways = {
         f"{r.namespace}/{r.name}": ResolvedGateway(f"{r.namespace}/{r.name}", r) for r in manifests.of_kind("Gateway")
     }
-    resources = sorted(manifests.of_kind("VirtualService"), key=_istio_order)
+    resources = sorted(manifests.of_kind("VirtualService"), key=istio_order)
     virtual_services = memo.resolved_virtual_services(resources, resolve_one)
     # Roots get their delegates' rules; only routable VSs bind to servers (virtual_services keeps them all).
     routable, delegate_findings = merge_delegates(virtual_services)
@@ -64,20 +64,19 @@ def resolve(
     for vs in routable:
         for ref in vs.gateways:
             by_gateway[ref].append(vs)
-    bindings: dict[int, list[Binding]] = {}
-    fleets = {}
-    for fleet in sorted(manifests.of_kind("Fleet"), key=lambda r: r.name):
-        fleets[fleet.name] = _fleet(fleet, gateways, by_gateway, memo, bindings if remember else None)
+    # Of two fleets of one name, the later one counts (as for every kind of duplicate).
+    built = {
+        fleet.name: _fleet(fleet, gateways, by_gateway, memo)
+        for fleet in sorted(manifests.of_kind("Fleet"), key=lambda r: r.name)
+    }
+    fleets = {name: fleet for name, (fleet, _) in built.items()}
     config = ResolvedConfig(fleets, services, destination_rules, tuple(virtual_services), tuple(findings))
     if remember:
-        memo.last = LastBuild.of(domain_suffix, manifests.resources, config, routable, bindings)
+        bindings = BindingIndex()
+        for fleet, server_hosts in built.values():
+            bindings.add_fleet(fleet, server_hosts)
+        memo.last = LastBuild(domain_suffix, manifests.resources, config, routable, bindings)
     return config
-
-
-def _istio_order(resource: Resource) -> tuple[str, str]:
-    """Istio orders VirtualServices by creation time, then name, then namespace. Git has no creation time, so we
-    keep Istio's tie-breakers: a VS's place never depends on file names or on the order of documents."""
-    return resource.name, resource.namespace
 
 
 def resolve_gateway_name(raw: str, vs_namespace: str) -> str:
@@ -159,27 +158,26 @@ def _fleet(
     gateways: dict[str, ResolvedGateway],
     by_gateway: dict[str, list[ResolvedVirtualService]],
     memo: ResolveMemo,
-    bindings: dict[int, list[Binding]] | None,
-) -> FleetConfig:
-    """The fleet's gateways and servers; `bindings` (if given) learns where each VirtualService is bound."""
+) -> tuple[FleetConfig, list[tuple[str, ...]]]:
+    """The fleet's gateways and servers, with each server's hosts qualified (what VirtualServices' hosts meet)."""
     selected = tuple(g for ref, g in sorted(gateways.items()) if gateway_applies(g.spec, fleet.spec))
     servers: list[BoundServer] = []
+    server_hosts: list[tuple[str, ...]] = []
     for gateway in selected:
         for index, server in enumerate(gateway.spec.servers):
-            virtual_hosts = _virtual_hosts(gateway, server.hosts, by_gateway.get(gateway.ref, []), memo)
-            if bindings is not None:
-                for host_index, (_, attached) in enumerate(virtual_hosts):
-                    for vs in attached:
-                        bindings.setdefault(id(vs), []).append((fleet.name, len(servers), host_index))
+            namespace = gateway.resource.namespace
+            qualified = tuple(_qualify_server_host(hosts.normalize_host(h), namespace) for h in server.hosts)
+            virtual_hosts = _virtual_hosts(qualified, by_gateway.get(gateway.ref, []), memo)
             servers.append(BoundServer(gateway, server, index, virtual_hosts))
-    return FleetConfig(fleet.name, fleet, selected, tuple(servers))
+            server_hosts.append(qualified)
+    return FleetConfig(fleet.name, fleet, selected, tuple(servers)), server_hosts
 
 
 def _virtual_hosts(
-    gateway: ResolvedGateway, server_hosts: list[str], bound_vs: list[ResolvedVirtualService], memo: ResolveMemo
+    qualified: tuple[str, ...], bound_vs: list[ResolvedVirtualService], memo: ResolveMemo
 ) -> tuple[tuple[str, tuple[ResolvedVirtualService, ...]], ...]:
-    """Per host (the more specific of server host and VS host), the VSs that route it, in VS order."""
-    qualified = tuple(_qualify_server_host(hosts.normalize_host(h), gateway.resource.namespace) for h in server_hosts)
+    """Per host (the more specific of a server host, `qualified`, and VS host), the VSs that route it, in VS
+    order."""
     by_host: dict[str, list[ResolvedVirtualService]] = {}
     for vs in bound_vs:
         for host in memo.server_hosts((qualified, vs.namespace, vs.hosts), _meet):

@@ -6,9 +6,10 @@ out from such objects alone are kept under their identity:
 * the resolved VirtualService of each document, and, by value, which hosts of a server a VirtualService's hosts
   meet, for the documents of the latest build;
 * the services and merged destination rules, while every ServiceEntry and DestinationRule is the object it was;
-* the latest build itself (`LastBuild`), with where each VirtualService sits in it. When the next build differs
-  only in VirtualServices that keep their name, hosts and gateways and take no part in delegation, `patch`
-  puts the new ones in the old ones' places instead of resolving the repo again.
+* the latest build itself (`LastBuild`), with where each VirtualService is bound in it. When the next build
+  adds, removes or edits VirtualServices that take no part in delegation, and nothing else, `patch` takes the
+  old ones out of their places and puts the new ones in theirs instead of resolving the repo again. Every part
+  of the result it does not touch is the very object it was (translation finds what changed by identity).
 
 A memoized resolve returns exactly what a fresh one would (tests/unit/test_resolve_memo.py holds us to that).
 """
@@ -16,9 +17,11 @@ A memoized resolve returns exactly what a fresh one would (tests/unit/test_resol
 from __future__ import annotations
 
 import operator
+from bisect import bisect_left, bisect_right, insort
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import compress
+from itertools import chain, compress, count
 from typing import Generic, TypeVar
 
 from reconciler.config.delegates import has_delegate_rules, is_delegate
@@ -37,11 +40,28 @@ V = TypeVar("V")
 VirtualServiceResolver = Callable[[Resource, str], ResolvedVirtualService]
 # The hosts of a server a VirtualService meets: (the server's qualified hosts, the VS's namespace, its hosts).
 HostsKey = tuple[tuple[str, ...], str, tuple[str, ...]]
-# Where a VirtualService is bound: fleet name, index in the fleet's servers, index in the server's virtual hosts.
-Binding = tuple[str, int, int]
-Swap = tuple[ResolvedVirtualService, ResolvedVirtualService]  # the resolved VS of a document before, and now
-# More changed documents than this and resolving the whole repo (from the memo tables) is about as fast.
-MAX_PATCHED = 16
+HostsMeet = Callable[[tuple[str, ...], str, tuple[str, ...]], list[str]]
+VirtualHost = tuple[str, tuple[ResolvedVirtualService, ...]]  # a host of a server, and the VSs that route it
+# Where a VirtualService is bound: fleet name, index in the fleet's servers, host of the server's virtual hosts.
+# The host, not its index: adding a host to a server would move the index of every host after it.
+Binding = tuple[str, int, str]
+ServerPlace = tuple[str, int, tuple[str, ...]]  # a fleet's server: fleet name, index, its qualified hosts
+# More documents added and removed than this (an edited one counts twice), and resolving the whole repo (from
+# the memo tables) is about as fast.
+MAX_PATCHED = 32
+
+
+def istio_order(resource: Resource) -> tuple[str, str]:
+    """Istio orders VirtualServices by creation time, then name, then namespace. Git has no creation time, so we
+    keep Istio's tie-breakers: a VS's place never depends on file names or on the order of documents."""
+    return resource.name, resource.namespace
+
+
+def _vs_order(vs: ResolvedVirtualService) -> tuple[str, str]:
+    return istio_order(vs.resource)
+
+
+_host = operator.itemgetter(0)  # of a VirtualHost: hosts are sorted by it
 
 
 class SameInputs(Generic[V]):
@@ -58,30 +78,31 @@ class SameInputs(Generic[V]):
         return self._result[0]
 
 
+class BindingIndex:
+    """Where each VirtualService of a build is bound, and which servers of the fleets each gateway makes."""
+
+    def __init__(self) -> None:
+        self.of_vs: dict[int, list[Binding]] = {}  # id(VS of routable) → where it is bound
+        self.servers_of_gateway: dict[str, list[ServerPlace]] = {}  # gateway ref → its servers in the fleets
+
+    def add_fleet(self, fleet: FleetConfig, server_hosts: Sequence[tuple[str, ...]]) -> None:
+        """Index `fleet`, whose servers have `server_hosts` (qualified)."""
+        for index, (bound, qualified) in enumerate(zip(fleet.servers, server_hosts, strict=True)):
+            self.servers_of_gateway.setdefault(bound.gateway.ref, []).append((fleet.name, index, qualified))
+            for host, attached in bound.virtual_hosts:
+                for vs in attached:
+                    self.of_vs.setdefault(id(vs), []).append((fleet.name, index, host))
+
+
 @dataclass
 class LastBuild:
-    """The latest resolve's input and result, with indexes into the result by the identity of its parts."""
+    """The latest resolve's input and result, with where its VirtualServices are bound."""
 
     domain_suffix: str
     resources: tuple[Resource, ...]
     config: ResolvedConfig
     routable: list[ResolvedVirtualService]  # the VSs bound to servers: delegates left out, roots merged
-    bindings: dict[int, list[Binding]]  # id(VS of routable) → where it is bound
-    position: dict[int, int]  # id(resource) → index in config.virtual_services
-    routed_as_is: dict[int, int]  # id(VS) → index in routable, for the VSs routed unmerged
-
-    @classmethod
-    def of(
-        cls,
-        domain_suffix: str,
-        resources: tuple[Resource, ...],
-        config: ResolvedConfig,
-        routable: list[ResolvedVirtualService],
-        bindings: dict[int, list[Binding]],
-    ) -> LastBuild:
-        position = {id(vs.resource): i for i, vs in enumerate(config.virtual_services)}
-        routed_as_is = {id(vs): i for i, vs in enumerate(routable)}
-        return cls(domain_suffix, resources, config, routable, bindings, position, routed_as_is)
+    bindings: BindingIndex
 
 
 class ResolveMemo:
@@ -122,9 +143,7 @@ class ResolveMemo:
         self.virtual_services = kept
         return out
 
-    def server_hosts(
-        self, key: HostsKey, compute: Callable[[tuple[str, ...], str, tuple[str, ...]], list[str]]
-    ) -> list[str]:
+    def server_hosts(self, key: HostsKey, compute: HostsMeet) -> list[str]:
         """Which hosts of a server a VirtualService meets (`compute(*key)`), kept by value for the next build."""
         names = self._server_hosts.get(key)
         if names is None:
@@ -132,67 +151,162 @@ class ResolveMemo:
             self._server_hosts[key] = names = compute(*key) if names is None else names
         return names
 
-    def patch(self, resources: tuple[Resource, ...], resolve_one: VirtualServiceResolver) -> ResolvedConfig | None:
-        """The latest result with changed VirtualServices put in place, or None when resolving it all is needed."""
+    def patch(
+        self, resources: tuple[Resource, ...], resolve_one: VirtualServiceResolver, meet: HostsMeet
+    ) -> ResolvedConfig | None:
+        """The latest result with removed VirtualServices taken out and added ones put in (an edited one is both),
+        or None when resolving it all is needed. `meet` computes `server_hosts`."""
         last = self.last
-        if last is None or len(resources) != len(last.resources):
+        if last is None:
             return None
-        changed = list(compress(range(len(resources)), map(operator.is_not, resources, last.resources)))
-        if len(changed) > MAX_PATCHED:
+        documents = _changed_virtual_services(last.resources, resources)
+        if documents is None or len(documents[0]) + len(documents[1]) > MAX_PATCHED:
             return None
-        swaps: list[Swap] = []
-        for i in changed:
-            before, after = last.resources[i], resources[i]
-            if before.kind != "VirtualService" or after.kind != "VirtualService" or id(before) not in last.position:
-                return None
-            old = last.config.virtual_services[last.position[id(before)]]
-            new = resolve_one(after, last.domain_suffix)
-            if not _binds_alike(old, new):
-                return None
-            swaps.append((old, new))
-        for old, new in swaps:
-            self.virtual_services.pop(id(old.resource), None)
-            self.virtual_services[id(new.resource)] = (new.resource, new)
-        _apply(last, swaps)
+        old_documents, new_documents = documents
+        config = last.config
+        found = [_find(config.virtual_services, document) for document in old_documents]
+        removed = [vs for vs in found if vs is not None]
+        added = [resolve_one(document, last.domain_suffix) for document in new_documents]
+        if len(removed) < len(found) or _unsure_order(config.virtual_services, removed, added):
+            return None
+        if any(is_delegate(vs) or has_delegate_rules(vs) for vs in chain(removed, added)):
+            return None
+        for vs in removed:
+            self.virtual_services.pop(id(vs.resource), None)
+        for vs in added:
+            self.virtual_services[id(vs.resource)] = (vs.resource, vs)
+        if removed or added:
+            _apply(last, removed, added, lambda key: self.server_hosts(key, meet))
         last.resources = resources
         return last.config
 
 
-def _binds_alike(old: ResolvedVirtualService, new: ResolvedVirtualService) -> bool:
-    """Whether `new` takes `old`'s place everywhere: same order, same bindings, no delegation on either side."""
-    return (
-        old.resource.name == new.resource.name
-        and old.namespace == new.namespace
-        and old.hosts == new.hosts
-        and old.gateways == new.gateways
-        and not any(is_delegate(vs) or has_delegate_rules(vs) for vs in (old, new))
+def _changed_virtual_services(
+    before: tuple[Resource, ...], after: tuple[Resource, ...]
+) -> tuple[list[Resource], list[Resource]] | None:
+    """The documents of `before` that `after` lacks and those it adds, when all are VirtualServices; else None.
+
+    A reused Resource keeps its place relative to every other reused one (its location names its file, files
+    load in path order, and a changed file's documents are all new objects), so what changed lies between the
+    longest common head and tail, and only that stretch is searched by identity."""
+    shorter = min(len(before), len(after))
+    head = next(compress(count(), map(operator.is_not, before, after)), shorter)
+    tail = next(compress(count(), map(operator.is_not, reversed(before), reversed(after))), shorter)
+    tail = min(tail, shorter - head)
+    old, new = before[head : len(before) - tail], after[head : len(after) - tail]
+    old_ids, new_ids = set(map(id, old)), set(map(id, new))
+    removed = [r for r in old if id(r) not in new_ids]
+    added = [r for r in new if id(r) not in old_ids]
+    if any(r.kind != "VirtualService" for r in chain(removed, added)):
+        return None
+    return removed, added
+
+
+def _find(ordered: Sequence[ResolvedVirtualService], document: Resource) -> ResolvedVirtualService | None:
+    """The resolved VS of `document` in VSs in Istio order."""
+    index = _index(ordered, document)
+    return None if index is None else ordered[index]
+
+
+def _index(ordered: Sequence[ResolvedVirtualService], document: Resource) -> int | None:
+    key = istio_order(document)
+    start = bisect_left(ordered, key, key=_vs_order)
+    stop = bisect_right(ordered, key, lo=start, key=_vs_order)
+    return next((i for i in range(start, stop) if ordered[i].resource is document), None)
+
+
+def _unsure_order(
+    ordered: Sequence[ResolvedVirtualService],
+    removed: list[ResolvedVirtualService],
+    added: list[ResolvedVirtualService],
+) -> bool:
+    """Whether an added VS would tie in Istio order with another VS: the order of ties is the load order, which
+    only a whole resolve knows."""
+    keys = [_vs_order(vs) for vs in added]
+    if len(set(keys)) < len(keys):
+        return True
+    leaving = Counter(map(_vs_order, removed))
+    return any(
+        bisect_right(ordered, key, key=_vs_order) - bisect_left(ordered, key, key=_vs_order) > leaving[key]
+        for key in keys
     )
 
 
-def _apply(last: LastBuild, swaps: list[Swap]) -> None:
-    config = last.config
+def _apply(
+    last: LastBuild,
+    removed: list[ResolvedVirtualService],
+    added: list[ResolvedVirtualService],
+    server_hosts: Callable[[HostsKey], list[str]],
+) -> None:
+    config, bindings = last.config, last.bindings
     virtual_services = list(config.virtual_services)
-    fleets = dict(config.fleets)
-    servers: dict[str, list[BoundServer]] = {}
-    for old, new in swaps:
-        index = last.position.pop(id(old.resource))
-        last.position[id(new.resource)] = index
-        virtual_services[index] = new
-        routed = last.routed_as_is.pop(id(old))
-        last.routed_as_is[id(new)] = routed
-        last.routable[routed] = new
-        bindings = last.bindings.pop(id(old), [])
-        last.bindings[id(new)] = bindings
-        for fleet_name, server, host in bindings:
-            fleet_servers = servers.setdefault(fleet_name, list(fleets[fleet_name].servers))
-            bound = fleet_servers[server]
-            virtual_hosts = list(bound.virtual_hosts)
-            name, attached = virtual_hosts[host]
-            virtual_hosts[host] = (name, tuple(new if vs is old else vs for vs in attached))
-            fleet_servers[server] = BoundServer(bound.gateway, bound.server, bound.index, tuple(virtual_hosts))
-    for name, fleet_servers in servers.items():
-        fleet = fleets[name]
-        fleets[name] = FleetConfig(fleet.name, fleet.resource, fleet.gateways, tuple(fleet_servers))
+    servers = _ServerEdits(config.fleets)
+    for vs in removed:
+        for ordered in (virtual_services, last.routable):
+            index = _index(ordered, vs.resource)
+            assert index is not None, "a VS of the latest build is in its lists"
+            del ordered[index]
+        for binding in dict.fromkeys(bindings.of_vs.pop(id(vs), ())):  # a VS naming a gateway twice: once
+            servers.unbind(vs, binding)
+    for vs in added:
+        insort(virtual_services, vs, key=_vs_order)
+        insort(last.routable, vs, key=_vs_order)
+        places: list[Binding] = []
+        for gateway in vs.gateways:  # twice if named twice, as a whole resolve binds it
+            for fleet, index, qualified_hosts in bindings.servers_of_gateway.get(gateway, ()):
+                for host in server_hosts((qualified_hosts, vs.namespace, vs.hosts)):
+                    servers.bind(vs, (fleet, index, host))
+                    places.append((fleet, index, host))
+        if places:
+            bindings.of_vs[id(vs)] = places
     last.config = ResolvedConfig(
-        fleets, config.services, config.destination_rules, tuple(virtual_services), config.findings
+        servers.fleets(), config.services, config.destination_rules, tuple(virtual_services), config.findings
     )
+
+
+class _ServerEdits:
+    """The servers a patch changes, as copies of their virtual hosts; the others stay the objects they were."""
+
+    def __init__(self, fleets: dict[str, FleetConfig]) -> None:
+        self._fleets = fleets
+        self._virtual_hosts: dict[tuple[str, int], list[VirtualHost]] = {}
+
+    def unbind(self, vs: ResolvedVirtualService, binding: Binding) -> None:
+        virtual_hosts, index, host = self._find(binding)
+        attached = tuple(other for other in virtual_hosts[index][1] if other is not vs)
+        if attached:
+            virtual_hosts[index] = (host, attached)
+        else:
+            del virtual_hosts[index]
+
+    def bind(self, vs: ResolvedVirtualService, binding: Binding) -> None:
+        """Add `vs` to the host's VSs, in VS order (after itself, if bound twice, as a whole resolve puts it)."""
+        virtual_hosts, index, host = self._find(binding)
+        if index < len(virtual_hosts) and virtual_hosts[index][0] == host:
+            attached = virtual_hosts[index][1]
+            at = bisect_right(attached, _vs_order(vs), key=_vs_order)
+            virtual_hosts[index] = (host, (*attached[:at], vs, *attached[at:]))
+        else:
+            virtual_hosts.insert(index, (host, (vs,)))
+
+    def _find(self, binding: Binding) -> tuple[list[VirtualHost], int, str]:
+        """The server's virtual hosts (a copy, made once), and where the host is or belongs in them."""
+        fleet, server, host = binding
+        virtual_hosts = self._virtual_hosts.get((fleet, server))
+        if virtual_hosts is None:
+            virtual_hosts = list(self._fleets[fleet].servers[server].virtual_hosts)
+            self._virtual_hosts[(fleet, server)] = virtual_hosts
+        return virtual_hosts, bisect_left(virtual_hosts, host, key=_host), host
+
+    def fleets(self) -> dict[str, FleetConfig]:
+        """The fleets with the changed servers in place."""
+        fleets = dict(self._fleets)
+        changed: dict[str, list[BoundServer]] = {}
+        for (name, index), virtual_hosts in self._virtual_hosts.items():
+            servers = changed.setdefault(name, list(fleets[name].servers))
+            bound = servers[index]
+            servers[index] = BoundServer(bound.gateway, bound.server, bound.index, tuple(virtual_hosts))
+        for name, servers in changed.items():
+            fleet = fleets[name]
+            fleets[name] = FleetConfig(fleet.name, fleet.resource, fleet.gateways, tuple(servers))
+        return fleets

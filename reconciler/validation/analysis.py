@@ -25,15 +25,25 @@ from reconciler.validation.match_analysis import is_catch_all
 
 VirtualHost = tuple[str, tuple[ResolvedVirtualService, ...]]  # a host of a server, with the VSs that route it
 SharedHosts = Callable[[BoundServer], Sequence[VirtualHost]]
+_SEVERAL, _ROUTED_BY = (1).__lt__, itemgetter(1)
 
 
 def shared_virtual_hosts(bound: BoundServer) -> tuple[VirtualHost, ...]:
     """The virtual hosts of an HTTP or HTTPS server that several VirtualServices route (the others cannot clash)."""
-    if bound.server.port.protocol not in HTTP_PROTOCOLS and bound.server.port.protocol != "HTTPS":
+    if not may_share_hosts(bound):
         return ()
     # Filtered at C speed: a server may have thousands of hosts, and this runs whenever one of its VSs changes.
-    several = (1).__lt__
-    return tuple(compress(bound.virtual_hosts, map(several, map(len, map(itemgetter(1), bound.virtual_hosts)))))
+    return tuple(compress(bound.virtual_hosts, routed_by_several(bound.virtual_hosts)))
+
+
+def may_share_hosts(bound: BoundServer) -> bool:
+    """Whether VirtualServices on one host of this server merge (HTTP), so that they can clash."""
+    return bound.server.port.protocol in HTTP_PROTOCOLS or bound.server.port.protocol == "HTTPS"
+
+
+def routed_by_several(virtual_hosts: Iterable[VirtualHost]) -> Iterator[bool]:
+    """Per virtual host, at C speed: whether several VirtualServices route it."""
+    return map(_SEVERAL, map(len, map(_ROUTED_BY, virtual_hosts)))
 
 
 def analyze(

@@ -1,4 +1,4 @@
-"""What the cross-resource checks look up, indexed once per build, and the names those look-ups go by.
+"""What the cross-resource checks look up, indexed per build, and the names those look-ups go by.
 
 A check that reads another resource reads it through this index, by name: a Gateway by `namespace/name`, a
 registry host (its ServiceEntry and merged DestinationRule together) by host, a delegate by `namespace/name`.
@@ -8,8 +8,10 @@ be kept (`validation.memo`) exactly while those names stand for the same objects
 
 from __future__ import annotations
 
+import operator
+from collections import Counter
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from reconciler.config import hosts
 from reconciler.config.model import ResolvedConfig, ResolvedDestinationRule, Service
@@ -33,7 +35,8 @@ def delegate_input(ref: str) -> InputName:
     return ("delegate", ref)
 
 
-INDEXED_KINDS = ("Gateway", "Fleet", "ServiceEntry", "DestinationRule")  # the kinds the index files by kind
+INDEXED_KINDS = frozenset({"Gateway", "Fleet", "ServiceEntry", "DestinationRule"})  # the kinds the index files by kind
+_KIND, _DELEGATE = operator.attrgetter("kind"), operator.attrgetter("delegate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +49,14 @@ class Document:
     delegate: str | None  # namespace/name of a VirtualService without hosts, which others may delegate to
 
 
-def filed_alike(before: Document, after: Document) -> bool:
-    """Whether an index built with `after` in place of `before` is the same (kinds it files nowhere, the same
-    delegate name or none), given the same resolved services and destination rules."""
-    return before.kind not in INDEXED_KINDS and after.kind not in INDEXED_KINDS and before.delegate == after.delegate
+def unfiled(documents: Iterable[Document]) -> bool:
+    """Whether the index files none of `documents` by kind (it may still name them as delegates)."""
+    return INDEXED_KINDS.isdisjoint(map(_KIND, documents))
+
+
+def delegates_of(documents: Iterable[Document]) -> list[str]:
+    """The delegates `documents` name, sorted."""
+    return sorted(filter(None, map(_DELEGATE, documents)))
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class RepoIndex:
     services: dict[str, Service]
     destination_rules: dict[str, ResolvedDestinationRule]
     delegates: frozenset[str]  # namespace/name of every VirtualService without hosts
+    _delegate_counts: Counter[str]  # how many documents name each (a name may be taken twice)
     # id of each DestinationRule document → the merged rule it is part of. Ids are safe here: each merged rule
     # holds its documents, so no other object can have their ids while the index lives.
     _merged_rules: dict[int, ResolvedDestinationRule]
@@ -70,13 +78,13 @@ class RepoIndex:
         # One pass over the documents' kept `Document`s, not over the Resources: at 10k documents every
         # attribute read on objects spread over the heap counts, and these are the few kinds looked up.
         filed: dict[str, list[Resource]] = {kind: [] for kind in INDEXED_KINDS}
-        delegates: set[str] = set()
+        delegates: Counter[str] = Counter()
         for document in documents:
             kind = filed.get(document.kind)
             if kind is not None:
                 kind.append(document.resource)
             elif document.delegate is not None:
-                delegates.add(document.delegate)
+                delegates[document.delegate] += 1
         return cls(
             gateways={f"{g.namespace}/{g.name}": g for g in filed["Gateway"]},
             fleets=tuple(filed["Fleet"]),
@@ -85,8 +93,23 @@ class RepoIndex:
             services=config.services,
             destination_rules=config.destination_rules,
             delegates=frozenset(delegates),
+            _delegate_counts=delegates,
             _merged_rules={id(s): rule for rule in config.destination_rules.values() for s in rule.sources},
         )
+
+    def with_delegates(self, gone: Iterable[str], came: Iterable[str]) -> tuple[RepoIndex, frozenset[str]]:
+        """This index once documents naming the delegates `gone` went and ones naming those that `came` came,
+        and the names that came or went."""
+        counts = Counter(self._delegate_counts)
+        counts.subtract(gone)
+        counts.update(came)
+        counts = +counts  # without the names no document takes any more
+        delegates = frozenset(counts)
+        return replace(self, delegates=delegates, _delegate_counts=counts), delegates ^ self.delegates
+
+    def delegate_identities(self, refs: Iterable[str]) -> dict[InputName, Hashable | None]:
+        """`identities` of these delegate names: None for a name that stands for nothing."""
+        return {delegate_input(ref): True if ref in self.delegates else None for ref in refs}
 
     def merged_rule(self, rule: Resource) -> ResolvedDestinationRule:
         """The merged rule a DestinationRule document is part of (resolve merges every one by host)."""
@@ -108,6 +131,6 @@ class RepoIndex:
                 Same(service.source) if service else None,
                 tuple(Same(s) for s in rule.sources) if rule else None,
             )
-        found.update((delegate_input(ref), True) for ref in self.delegates)
+        found.update(self.delegate_identities(self.delegates))
         found[SERVICE_HOSTS] = frozenset(self.services)
         return found

@@ -4,7 +4,7 @@ blocked fleet and every snapshot byte, through random edits, reverts, broken fil
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 
-from bench.synthetic import RepoShape, change_destination, generate
+from bench.synthetic import RepoShape, SyntheticRepo, change_destination, generate, single_gateway_vs
 from reconciler.pipeline import Build, build
 from reconciler.pipeline_cache import BuildCache
 from reconciler.translate import TranslateOptions, route_configs
@@ -22,6 +22,7 @@ from reconciler.translate.snapshot import Snapshot, XdsResource, renew_snapshot
 from tests.unit.random_revisions import random_revision
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "cases"
+Files = Mapping[str, bytes]
 # Textual edits that keep most files loadable while changing what they mean (or breaking them on purpose).
 EDITS = (
     ("/probe/", "/probed/"),  # a route's match
@@ -85,17 +86,42 @@ def test_entries_unused_by_the_latest_two_builds_are_dropped() -> None:
     assert len(cache.files) == full - 1
 
 
+def record_assembled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the route configurations assembled from here on (whole builds and renewals alike)."""
+    assembled: list[str] = []
+    assemble = route_configs.route_config_resource
+    monkeypatch.setattr(route_configs, "route_config_resource", lambda n, *a: assembled.append(n) or assemble(n, *a))
+    return assembled
+
+
+def record_routed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The VirtualServices whose routes are built from here on, once per server (and route configuration)."""
+    routed: list[str] = []
+    routes = route_configs.vs_routes
+    monkeypatch.setattr(route_configs, "vs_routes", lambda c, vs, *a: routed.append(vs.ref) or routes(c, vs, *a))
+    return routed
+
+
+def record_built_hosts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The hosts route configurations build from here on (whole builds and renewals alike), in order."""
+    built: list[str] = []
+    build_host = route_configs._HostBuilder.build
+
+    def recording(self: Any, host: str, *args: Any) -> route_configs.HostBuild:
+        built.append(host)
+        return build_host(self, host, *args)
+
+    monkeypatch.setattr(route_configs._HostBuilder, "build", recording)
+    return built
+
+
 def test_a_one_vs_change_rebuilds_only_its_host_and_routes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Changes to VirtualServices of different servers, one after the other: each build assembles only the route
     configuration that VirtualService is on again, and builds only its routes."""
     repo = generate(RepoShape(40, fleets=1, gateways_per_fleet=2))
     cache = BuildCache()
     build(repo.files(), cache=cache)
-    assembled: list[str] = []
-    routed: list[str] = []
-    assemble, routes = route_configs.route_config_resource, route_configs.vs_routes
-    monkeypatch.setattr(route_configs, "route_config_resource", lambda n, *a: assembled.append(n) or assemble(n, *a))
-    monkeypatch.setattr(route_configs, "vs_routes", lambda c, vs, *a: routed.append(vs.ref) or routes(c, vs, *a))
+    assembled, routed = record_assembled(monkeypatch), record_routed(monkeypatch)
     by_gateway = {v.gateways[0]: v for v in repo.virtual_services}  # one VirtualService of each gateway
     for changed in [*by_gateway.values(), *by_gateway.values()]:
         assembled.clear()
@@ -105,6 +131,45 @@ def test_a_one_vs_change_rebuilds_only_its_host_and_routes(monkeypatch: pytest.M
         cached = build(files, cache=cache)
         assert len(assembled) == 1 and routed == [f"{edited.namespace}/{edited.name}"], (assembled, routed)
         assert_same_build(cached, build(files))
+
+
+def hosts_that_come_and_go(repo: SyntheticRepo) -> tuple[Files, list[tuple[Files, list[str]]]]:
+    """The repo's files, and revisions that follow them: a VirtualService added and removed, given a second host and
+    back, removed and put back; each with the hosts its route configuration builds again."""
+    files = repo.files()
+    vs = single_gateway_vs(repo, 5)  # its hosts and "extra-" hosts far apart: the hosts between are shifted
+    original = files[vs.path]
+    copy = original.replace(f"name: {vs.name}".encode(), f"name: {vs.name}-copy".encode())
+    copy = copy.replace(vs.host.encode(), f"copy-{vs.host}".encode())
+    second_host = original.replace(f"- {vs.host}".encode(), f"- {vs.host}\n  - extra-{vs.host}".encode())
+    return files, [
+        ({**files, vs.path.replace(".yaml", "-copy.yaml"): copy}, [f"copy-{vs.host}"]),  # a VirtualService added
+        (files, []),  # and removed: its host goes, nothing is built
+        ({**files, vs.path: second_host}, [vs.host, f"extra-{vs.host}"]),  # a host added to one
+        (files, [vs.host]),  # and removed
+        ({p: b for p, b in files.items() if p != vs.path}, []),  # the VirtualService removed
+        (files, [vs.host]),  # and back
+    ]
+
+
+def test_virtual_services_and_hosts_that_come_and_go_rebuild_only_those_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adding or removing a VirtualService, or a host of one, renews its route configuration host by host."""
+    files, revisions = hosts_that_come_and_go(generate(RepoShape(40, fleets=1, gateways_per_fleet=2)))
+    cache = BuildCache()
+    build(files, cache=cache)
+    assembled, built, routed = (
+        record_assembled(monkeypatch),
+        record_built_hosts(monkeypatch),
+        record_routed(monkeypatch),
+    )
+    for revision, hosts in revisions:
+        assembled.clear()
+        built.clear()
+        routed.clear()
+        cached = build(revision, cache=cache)
+        assert sorted(built) == sorted(hosts) and len(assembled) == 1, (built, assembled)
+        assert len(routed) == (1 if hosts else 0), routed  # the VirtualService with a second host: routed once
+        assert_same_build(cached, build(revision))
 
 
 def _reverse_rules(spec: dict[str, Any]) -> None:
@@ -178,3 +243,15 @@ def test_a_renewed_snapshot_is_the_snapshot_of_its_resources() -> None:
         fresh = Snapshot.of_resources([resource for group in changed for resource in group])
         assert renewed == fresh and dict(renewed.type_versions) == dict(fresh.type_versions)
         assert renewed.version != first.version
+
+
+def test_a_route_configuration_joined_from_the_same_parts_is_not_joined_to_tell(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A route configuration built again with the same virtual hosts has the same version and the same parts: the
+    snapshot stays as it was, and neither body is joined (megabytes at 10k VirtualServices)."""
+    routes = [route_configs.route_config_resource("http.80", 80, [b"\x12\x02\x0a\x00"], [b"d" * 32]) for _ in range(2)]
+    groups = ([*_resources("a"), routes[0]],)
+    first = renew_snapshot(groups, None)
+    assert renew_snapshot(([*_resources("a"), routes[1]],), (groups, first)) is first
+    assert "body" not in routes[0].__dict__ and "body" not in routes[1].__dict__  # neither joined

@@ -1,12 +1,14 @@
 """`resolve` with a ResolveMemo kept across revisions returns exactly what a fresh `resolve` returns.
 
 Each revision edits a few files of a small repo (destinations, hosts, gateways, names, delegation, services,
-destination rules, gateways, fleets, files added and removed); files whose bytes did not change keep their
-Resource objects, as the daemon's BuildCache keeps them, so the memo's identity-keyed paths are exercised.
+destination rules, gateways, fleets, VirtualService documents added and removed, files added and removed);
+files whose bytes did not change keep their Resource objects, as the daemon's BuildCache keeps them, so the
+memo's identity-keyed paths are exercised.
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -109,10 +111,11 @@ spec:
 """
 
 VS_CHOICES: dict[str, list[str]] = {
-    "name": ["vs0", "vs1", "vs2", "renamed"],
+    "name": ["vs0", "vs1", "vs2", "renamed", "vs3"],
     "namespace": ["default", "team"],
-    "host": ["a.example.com", "b.example.com", "*.example.com", "short"],
-    "gateway": ["gw0", "default/gw1", "team/gw0", "mesh"],
+    # More than one host or gateway: the list goes on in the template's indentation.
+    "host": ["a.example.com", "b.example.com", "*.example.com", "short", "a.example.com\n  - vs0.example.com"],
+    "gateway": ["gw0", "default/gw1", "team/gw0", "mesh", "gw0\n  - gw1", "gw1\n  - gw1"],
     "destination": ["svc0.internal", "svc1.internal", "reviews", "svc2"],
     "last_rule": [
         "route: [{destination: {host: svc1.internal}}]",
@@ -139,16 +142,23 @@ def base_repo() -> dict[str, str]:
 Edit = Callable[[dict[str, str]], None]
 
 
-def edit_virtual_service(i: int, changes: dict[str, int]) -> Edit:
+def virtual_service(i: int, changes: dict[str, int]) -> str:
     """VirtualService `i` with some fields set to one of their VS_CHOICES (the others as in base_repo)."""
+    values = {"name": f"vs{i}", "namespace": "default", "host": f"vs{i}.example.com", "gateway": "gw0"}
+    values |= {"destination": "svc0.internal", "last_rule": VS_CHOICES["last_rule"][0]}
+    values |= {field: VS_CHOICES[field][choice % len(VS_CHOICES[field])] for field, choice in changes.items()}
+    return VIRTUAL_SERVICE.format(**values)
 
-    def apply(files: dict[str, str]) -> None:
-        values = {"name": f"vs{i}", "namespace": "default", "host": f"vs{i}.example.com", "gateway": "gw0"}
-        values |= {"destination": "svc0.internal", "last_rule": VS_CHOICES["last_rule"][0]}
-        values |= {field: VS_CHOICES[field][choice % len(VS_CHOICES[field])] for field, choice in changes.items()}
-        files[f"vs{i}.yaml"] = VIRTUAL_SERVICE.format(**values)
 
-    return apply
+def edit_virtual_service(i: int, changes: dict[str, int]) -> Edit:
+    """File `vs<i>.yaml` holds `virtual_service(i, changes)` (a new VirtualService for i > 2)."""
+    return set_file(f"vs{i}.yaml", virtual_service(i, changes))
+
+
+def several_virtual_services(first: int, changes: list[dict[str, int]]) -> Edit:
+    """One file, `more.yaml`, holds a VirtualService for each of `changes` (none: the file is gone)."""
+    documents = [virtual_service(first + n, fields) for n, fields in enumerate(changes)]
+    return set_file("more.yaml", "---\n".join(documents) if documents else None)
 
 
 def set_file(path: str, text: str | None) -> Edit:
@@ -167,10 +177,11 @@ def one_of_each(template: str, path: str, **choices: list[Any]) -> st.SearchStra
     return fields.map(lambda values: set_file(path.format(**values), template.format(**values)))
 
 
-virtual_service_edits = st.builds(
-    edit_virtual_service,
-    st.integers(0, 4),
-    st.dictionaries(st.sampled_from(list(VS_CHOICES)), st.integers(0, 3), min_size=1, max_size=2),
+vs_changes = st.dictionaries(st.sampled_from(list(VS_CHOICES)), st.integers(0, 5), min_size=1, max_size=2)
+virtual_service_edits = st.one_of(
+    st.builds(edit_virtual_service, st.integers(0, 4), vs_changes),
+    st.builds(lambda i: set_file(f"vs{i}.yaml", None), st.integers(0, 4)),
+    st.builds(several_virtual_services, st.integers(3, 6), st.lists(vs_changes, max_size=3)),
 )
 other_edits = st.one_of(
     one_of_each(
@@ -195,11 +206,12 @@ other_edits = st.one_of(
         export=["*", ".", "team"],
         destination=["svc1.internal", "reviews"],
     ),
-    one_of_each(FLEETS, "fleets.yaml", other=["gw", "none"]),
+    # A second file of the same fleets: the later one of each name counts.
+    one_of_each(FLEETS, "fleets{again}.yaml", again=["", "-again"], other=["gw", "none"]),
     st.builds(lambda i: set_file(f"vs{i}.yaml", None), st.integers(0, 4)),
     st.builds(lambda path: set_file(path, "# nothing here\n"), st.sampled_from(["vs0.yaml", "svc1.yaml"])),
 )
-# Most revisions change VirtualServices alone, the case the memo patches in place.
+# Most revisions change VirtualServices alone (edits, adds and removals), the case the memo patches.
 revisions = st.lists(st.lists(virtual_service_edits, min_size=1, max_size=2) | st.lists(other_edits, max_size=2))
 
 
@@ -238,7 +250,7 @@ def as_compared(config: ResolvedConfig) -> Any:
     )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(revisions.filter(bool))
 def test_a_memoized_resolve_equals_a_fresh_one(history: list[list[Edit]]) -> None:
     files = base_repo()
@@ -279,3 +291,27 @@ def test_destinations_already_qualified_are_shared_with_the_document() -> None:
     config = resolve(load(base_repo(), ReusingLoader()))
     vs0 = next(vs for vs in config.virtual_services if vs.resource.name == "vs0")
     assert vs0.spec is vs0.resource.spec
+
+
+def test_an_added_and_a_removed_virtual_service_are_patched_in_and_the_rest_kept() -> None:
+    files = base_repo()
+    set_file("fleets.yaml", FLEETS.format(other="none"))(files)  # fleet `other` selects no gateway
+    loader, memo = ReusingLoader(), ResolveMemo()
+    before = resolve(load(files, loader), memo=memo)
+    edit_virtual_service(3, {"host": 1})(files)  # a new VS, vs3, on b.example.com through gw0
+    added = resolve(load(files, loader), memo=memo)
+    assert added.fleets["other"] is before.fleets["other"]
+    assert added.fleets["edge"].servers[1] is before.fleets["edge"].servers[1]  # gw1's: vs3 is not bound to it
+    hosts_before, hosts = before.fleets["edge"].servers[0].virtual_hosts, added.fleets["edge"].servers[0].virtual_hosts
+    assert [host for host, _ in hosts] == ["b.example.com", "vs0.example.com", "vs1.example.com", "vs2.example.com"]
+    assert [vs.resource.name for vs in hosts[0][1]] == ["vs3"]
+    assert all(map(operator.is_, hosts[1:], hosts_before))  # a whole resolve would make every entry anew
+    assert as_compared(added) == as_compared(resolve(load(files, ReusingLoader())))
+
+    set_file("vs1.yaml", None)(files)
+    removed = resolve(load(files, loader), memo=memo)
+    kept = removed.fleets["edge"].servers[0].virtual_hosts
+    assert [host for host, _ in kept] == ["b.example.com", "vs0.example.com", "vs2.example.com"]
+    assert all(map(operator.is_, kept, (hosts[0], hosts[1], hosts[3])))
+    assert [vs.resource.name for vs in removed.virtual_services] == ["delegate", "vs0", "vs2", "vs3"]
+    assert as_compared(removed) == as_compared(resolve(load(files, ReusingLoader())))
