@@ -129,14 +129,15 @@ def _compare(result: Build, fleets: Sequence[str], floor_bodies: list[list[bytes
 
 
 def one_change(repo: SyntheticRepo, applied: Build, workdir: Path, repeats: int) -> dict[str, Any]:
-    """A commit that edits one VirtualService: the daemon's path from the new SHA to response bytes.
+    """A commit that edits one VirtualService: the daemon's path from the new SHA to response bytes; then as
+    many commits that add a VirtualService and remove it again, timed the same way.
 
     That path is the daemon's after a webhook: fetch (no ls-remote first: the push said the branch moved) +
     read the tree (changed blobs only) + a build with the daemon's BuildCache + the daemon's gate (the secret
     scan and the Envoy preflight of every fleet snapshot that changed, as `Daemon._gate` runs them) + finding
     what changed + the DiscoveryResponse bodies of the changed types (what the ADS server then sends to every
     node).
-    The floor is the protobuf work the change needs: rebuilding the route configurations that hold the
+    The floor is the protobuf work an edit needs: rebuilding the route configurations that hold the
     VirtualService (SotW RDS resends them whole), and — the floor of VHDS or per-host splitting — its one
     virtual host.
     """
@@ -145,53 +146,99 @@ def one_change(repo: SyntheticRepo, applied: Build, workdir: Path, repeats: int)
     remote.commit_and_push("synthetic repo")
     source = GitSource(remote.url, "main", ".", workdir / "mirror")
     source.fetch()
-    stages: dict[str, list[float]] = {k: [] for k in ("fetch", "read_tree", "build", "gate", "diff_and_bytes")}
-    totals, rds_floor, vhost_floor, pushed = [], [], [], []
     preflight = Preflight(PreflightOptions(live=True))  # as the daemon runs it (daemon config preflight.live)
     preflight.check(applied)  # the daemon preflighted the applied revision already: those verdicts are cached
-    cache = BuildCache()  # the daemon's cache, which holds the applied revision's work (reconciler/daemon/app.py)
-    scanner = SecretScanner()  # the daemon's, which scanned the applied revision
-    files = source.read_files(source.fetch())  # and the source read its blobs
-    scanner.scan(files)
-    build(files, cache=cache)
-    retire_from_collection()
+    pipeline = _DaemonPath(source, preflight)
+    pipeline.step(applied)  # the daemon's caches, scanner and source hold the applied revision's work
+    edits: dict[str, list[float]] = {k: [] for k in CHANGE_STAGES}
+    rds_floor, vhost_floor, pushed = [], [], []
     for attempt in range(repeats):
         repo, changed = change_destination(repo, single_gateway_vs(repo, attempt).index)
         write_tree(remote.work, {changed.path: repo.files()[changed.path]})
         remote.commit_and_push(f"move {changed.name}'s probe route")
-        gc.collect()
-        t_fetch, head = timed(source.fetch)
-        t_read, files = timed(source.read_files, head)
-        t_build, result = timed(partial(build, cache=cache), files)
-        t_gate, findings = timed(_gate, scanner, preflight, files, result)
-        if findings:
-            raise RuntimeError(f"the daemon's gate refuses the change: {findings[0]}")
-        retire_from_collection()  # as the daemon does once the rollouts started (off the timed path there too)
-        t_bytes, bodies = timed(changed_responses, applied, result)
-        for key, value in zip(stages, (t_fetch, t_read, t_build, t_gate, t_bytes), strict=True):
-            stages[key].append(value)
-        totals.append(t_fetch + t_read + t_build + t_gate + t_bytes)
+        applied, bodies = pipeline.step(applied, edits)
         pushed.append(sum(map(len, bodies)))
         t_rds, _ = timed(_rds_floor, repo, changed)
         t_vhost, _ = timed(_vhost_floor, repo, changed)
         rds_floor.append(t_rds)
         vhost_floor.append(t_vhost)
-        applied = result
+    adds: dict[str, list[float]] = {k: [] for k in CHANGE_STAGES}
+    removes: dict[str, list[float]] = {k: [] for k in CHANGE_STAGES}
+    for attempt in range(repeats):
+        path, content = _added_virtual_service(repo, attempt)
+        write_tree(remote.work, {path: content})
+        remote.commit_and_push(f"add {path}")
+        applied, _ = pipeline.step(applied, adds)
+        (remote.work / path).unlink()
+        remote.commit_and_push(f"remove {path}")
+        applied, _ = pipeline.step(applied, removes)
     repo, changed = change_destination(repo, single_gateway_vs(repo, repeats).index)
-    lags = loop_lag_during(partial(build, cache=cache), repo.files())
+    lags = loop_lag_during(partial(build, cache=pipeline.cache), repo.files())
     preflight.close()
     source.close()
+    totals = _totals(edits)
     return {
         "virtual_services": len(repo.virtual_services),
         "new_sha_to_bytes_s": summary(totals),
-        "stages_s": {k: summary(v) for k, v in stages.items()},
+        "stages_s": {k: summary(v) for k, v in edits.items()},
         "response_bytes": max(pushed),
         "floor_rds_s": summary(rds_floor),
         "floor_vhost_s": summary(vhost_floor),
         "ratio_over_rds_floor": sig(min(totals) / min(rds_floor)),
         "ratio_over_vhost_floor": sig(min(totals) / min(vhost_floor)),
+        **{
+            f"{kind}_virtual_service": {
+                "new_sha_to_bytes_s": summary(_totals(stages)),
+                "stages_s": {k: summary(v) for k, v in stages.items()},
+            }
+            for kind, stages in (("add", adds), ("remove", removes))
+        },
         "event_loop_lag_during_build_ms": lags,
     }
+
+
+CHANGE_STAGES = ("fetch", "read_tree", "build", "gate", "diff_and_bytes")
+
+
+class _DaemonPath:
+    """The daemon's work from a pushed commit to response bytes, with the caches it keeps between revisions
+    (reconciler/daemon/app.py): its BuildCache, secret scanner, preflight and source."""
+
+    def __init__(self, source: GitSource, preflight: Preflight) -> None:
+        self.source, self.preflight = source, preflight
+        self.cache = BuildCache()
+        self.scanner = SecretScanner()
+
+    def step(
+        self, applied: Build, stages: dict[str, list[float]] | None = None
+    ) -> tuple[Build, list[bytes]]:  # fmt: skip
+        """The pushed head taken from fetch to bytes; each stage's seconds appended to `stages` (if given)."""
+        gc.collect()
+        t_fetch, head = timed(self.source.fetch)
+        t_read, files = timed(self.source.read_files, head)
+        t_build, result = timed(partial(build, cache=self.cache), files)
+        t_gate, findings = timed(_gate, self.scanner, self.preflight, files, result)
+        if findings:
+            raise RuntimeError(f"the daemon's gate refuses the change: {findings[0]}")
+        retire_from_collection()  # as the daemon does once the rollouts started (off the timed path there too)
+        t_bytes, bodies = timed(changed_responses, applied, result)
+        if stages is not None:
+            for key, value in zip(CHANGE_STAGES, (t_fetch, t_read, t_build, t_gate, t_bytes), strict=True):
+                stages[key].append(value)
+        return result, bodies
+
+
+def _totals(stages: dict[str, list[float]]) -> list[float]:
+    return [sum(step) for step in zip(*stages.values(), strict=True)]
+
+
+def _added_virtual_service(repo: SyntheticRepo, nth: int) -> tuple[str, bytes]:
+    """A new VirtualService file: a copy of an existing one under another name, for another host."""
+    original = single_gateway_vs(repo, nth)
+    content = repo.files()[original.path]
+    name, host = f"{original.name}-added-{nth}", f"added-{nth}-{original.host}"
+    copy = content.replace(f"name: {original.name}".encode(), f"name: {name}".encode())
+    return original.path.replace(".yaml", f"-added-{nth}.yaml"), copy.replace(original.host.encode(), host.encode())
 
 
 def loop_lag_during(fn: Callable[[T], Any], arg: T) -> dict[str, float]:

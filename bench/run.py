@@ -160,6 +160,11 @@ def table(results: dict[str, Any], goals: list[dict[str, Any]]) -> str:
                 f"| {_s(row['new_sha_to_bytes_s']['median'])} | {_s(row['floor_rds_s']['median'])} RDS, "
                 f"{_s(row['floor_vhost_s']['median'])} vhost | {row['ratio_over_rds_floor']:,.0f}x RDS |"
             )
+            for kind in ("add", "remove"):
+                timing = row[f"{kind}_virtual_service"]["new_sha_to_bytes_s"]
+                lines.append(
+                    f"| one-VS {kind}: new SHA → bytes | N={row['virtual_services']:,} | {_s(timing['median'])} | | |"
+                )
     share = _first(results.get("envoy_share", []))
     for fleet in results.get("commit_to_fleet", []):
         if "error" in fleet:
