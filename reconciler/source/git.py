@@ -18,6 +18,7 @@ import posixpath
 import re
 import shlex
 import threading
+from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -247,16 +248,24 @@ def _patched_tree(
     cost follows the change, not the repository (10k files, one changed: ~30 ms → a few)."""
     out = _run(repo.git, ["diff-tree", "-r", "-z", "--no-renames", old_root, new_root])
     files = dict(old_files)
-    reorder = False
+    added: dict[str, bytes] = {}
     fields = out.split("\0")
     for meta, name in zip(fields[0::2], fields[1::2], strict=False):  # ":old-mode new-mode old-id new-id status"
         _, new_mode, _, blob_id, _ = meta.removeprefix(":").split(" ")
         if _is_wanted(new_mode, name, suffixes):
-            reorder |= name not in files
-            files[name] = _read_blob(repo, blob_id)
-        elif files.pop(name, None) is not None:
-            reorder = True
-    return dict(sorted(files.items())) if reorder else files
+            (files if name in files else added)[name] = _read_blob(repo, blob_id)
+        else:
+            files.pop(name, None)  # the others keep their order
+    return _inserted(files, added) if added else files
+
+
+def _inserted(ordered: dict[str, bytes], added: dict[str, bytes]) -> dict[str, bytes]:
+    """`ordered` (sorted by path) with `added` in their sorted places: a bisection each and one pass in C, where
+    sorting all the paths again took ~6 ms at 10k files."""
+    names = list(ordered)
+    for name in sorted(added, reverse=True):  # from the last: an insertion moves none of the later places
+        names.insert(bisect_left(names, name), name)
+    return dict(zip(names, map((ordered | added).__getitem__, names), strict=True))
 
 
 def _is_wanted(mode: str, name: str, suffixes: tuple[str, ...] | None) -> bool:

@@ -393,6 +393,8 @@ def test_read_files_follows_every_kind_of_change_like_a_fresh_read(
         lambda: upstream.commit_and_push({"other/z.yaml": "z: 1\n"}),  # nothing under `path` changed
         lambda: _symlink_and_push(upstream, "m/d/b.yaml", "../a.yaml"),
         lambda: upstream.commit_and_push({"m/d/b.yaml": None, "m/e/f.yaml": "f: 1\n"}),
+        # files that sort first, between others and last, in one commit
+        lambda: upstream.commit_and_push({"m/0.yaml": "0: 1\n", "m/b.yaml": "b: 2\n", "m/d/a.yaml": "a: 3\n"}),
     ]
     shas = []
     for step in steps:
