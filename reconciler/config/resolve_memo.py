@@ -21,7 +21,7 @@ from bisect import bisect_left, bisect_right, insort
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import chain, compress, count
+from itertools import chain
 from typing import Generic, TypeVar
 
 from reconciler.config.delegates import has_delegate_rules, is_delegate
@@ -35,6 +35,7 @@ from reconciler.config.model import (
 )
 from reconciler.diagnostics import Finding
 from reconciler.manifests.model import Resource
+from reconciler.memo import identity_changes
 
 V = TypeVar("V")
 VirtualServiceResolver = Callable[[Resource, str], ResolvedVirtualService]
@@ -189,14 +190,7 @@ def _changed_virtual_services(
     A reused Resource keeps its place relative to every other reused one (its location names its file, files
     load in path order, and a changed file's documents are all new objects), so what changed lies between the
     longest common head and tail, and only that stretch is searched by identity."""
-    shorter = min(len(before), len(after))
-    head = next(compress(count(), map(operator.is_not, before, after)), shorter)
-    tail = next(compress(count(), map(operator.is_not, reversed(before), reversed(after))), shorter)
-    tail = min(tail, shorter - head)
-    old, new = before[head : len(before) - tail], after[head : len(after) - tail]
-    old_ids, new_ids = set(map(id, old)), set(map(id, new))
-    removed = [r for r in old if id(r) not in new_ids]
-    added = [r for r in new if id(r) not in old_ids]
+    added, removed = identity_changes(after, before)
     if any(r.kind != "VirtualService" for r in chain(removed, added)):
         return None
     return removed, added

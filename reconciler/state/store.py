@@ -303,6 +303,7 @@ class StateStore:
             db.execute("DELETE FROM rollouts WHERE fleet = ?", (fleet,))
             db.execute("DELETE FROM fleets WHERE name = ?", (fleet,))
             self._prune(db)
+        self._stored.pop(fleet, None)  # committed
 
     def fleets(self) -> list[FleetRecord]:
         with self._lock:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from reconciler.memo import CarriedResults
+from reconciler.memo import CarriedResults, identity_changes
 
 
 class Item:
@@ -111,3 +111,21 @@ def test_a_refresh_that_raises_leaves_the_latest_results() -> None:
     with pytest.raises(RuntimeError):
         table.carried.update([Item("new0"), Item("new1"), *first[2:]], failing)
     assert table.build(first) == [f"i{n}" for n in range(20)]  # nothing computed again, nothing lost
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda xs: [*xs[:3], Item("new"), *xs[3:]],  # one added
+        lambda xs: [*xs[:3], *xs[4:]],  # one removed
+        lambda xs: [Item("first"), *xs[:5], Item("middle"), *xs[5:9], *xs[10:]],  # added and removed
+        lambda xs: [*xs[:2], xs[7], *xs[2:7], *xs[8:]],  # one moved: neither added nor removed
+        lambda xs: [Item(x.name) for x in xs],  # equal names, other objects: all replaced
+    ],
+)
+def test_identity_changes_match_a_comparison_of_every_item(edit: Callable[[list[Item]], list[Item]]) -> None:
+    latest = items(12)
+    edited = edit(latest)
+    added, removed = identity_changes(edited, latest)
+    assert added == [x for x in edited if all(x is not y for y in latest)]
+    assert removed == [x for x in latest if all(x is not y for y in edited)]
