@@ -16,7 +16,7 @@ from __future__ import annotations
 import operator
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import chain, compress
+from itertools import chain
 from typing import Generic, TypeVar
 
 from reconciler.diagnostics import Finding
@@ -30,6 +30,7 @@ from reconciler.manifests.loader import (
     resource_key,
 )
 from reconciler.manifests.model import Resource
+from reconciler.memo import FileVersions
 
 T = TypeVar("T", Resource, Finding)
 FileResult = tuple[tuple[Resource, ...], tuple[Finding, ...]]  # a file's resources and findings
@@ -100,9 +101,7 @@ class LoadMemo:
     def _start(self, lenient: bool) -> None:
         """Forget every load: the next one parses every file."""
         self._lenient = lenient
-        # The files of the latest load, as lists: a copy of a dict this size costs several times more.
-        self._paths: list[str] = []
-        self._contents: list[bytes] = []
+        self._files = FileVersions()  # those of the latest load
         self._results: dict[str, FileResult] = {}  # by manifest path
         self._resources = _FileOrdered[Resource]()
         self._findings = _FileOrdered[Finding]()  # those of the files, before the duplicates'
@@ -119,7 +118,7 @@ class LoadMemo:
         if lenient != self._lenient:
             self._start(lenient)
         paths = list(files)
-        was = self._changed(files, paths)
+        was = self._files.changed(files, paths)
         changed = sorted(filter(is_manifest_path, was))
         # Parse before changing anything: a load that fails leaves the previous one whole.
         after = {path: self._load_file(path, files[path]) for path in changed if path in files}
@@ -127,29 +126,10 @@ class LoadMemo:
         self._results.update(after)
         self._replaced = {path: (was[path], result) for path, result in before.items()}
         changes = [(path, before.get(path, _NOTHING), after.get(path, _NOTHING)) for path in changed]
-        self._paths, self._contents = paths, list(files.values())
+        self._files.remember(files, paths)
         if changes:
             self._apply(changes)
         return self._manifests
-
-    def _changed(self, files: Mapping[str, bytes], paths: list[str]) -> dict[str, bytes | None]:
-        """The paths added, removed or given other content since the latest load, with their content then
-        (None: added)."""
-        last = self._contents
-        suspects: dict[str, bytes | None]
-        if not last:  # a first load
-            return dict.fromkeys(paths)
-        if paths == self._paths:  # the common case: the same files in the same order, and the cheapest
-            suspects = dict(compress(zip(paths, last, strict=True), map(operator.is_not, files.values(), last)))
-        else:
-            before = dict(zip(self._paths, last, strict=True))
-            differing_paths = compress(
-                paths, map(operator.is_not, map(files.__getitem__, paths), map(before.get, paths))
-            )
-            suspects = {path: before.get(path) for path in differing_paths}
-            suspects.update((path, before[path]) for path in before.keys() - files.keys())
-        # Equal content in another bytes object is no change (a caller that reads the files anew).
-        return {path: raw for path, raw in suspects.items() if raw != files.get(path)}
 
     def _load_file(self, path: str, raw: bytes) -> FileResult:
         replaced = self._replaced.get(path)
