@@ -119,6 +119,8 @@ def test_a_store_written_by_an_earlier_version_is_migrated_and_keeps_serving(tmp
     assert reopened.load_snapshot(TWO.version) == TWO
     assert (_rows(reopened, "snapshots"), _rows(reopened, "resources")) == (1, 2)
     assert reopened._db.execute("SELECT name FROM sqlite_master WHERE name = 'snapshot_resources'").fetchone() is None
+    assert reopened._db.execute("PRAGMA user_version").fetchone()[0] == 2  # 0 → 1 → 2 in the opening transaction
+    assert _rows(reopened, "pieces") == 0  # none of these resources is joined from parts
 
 
 def test_a_store_from_a_newer_version_is_refused_untouched(tmp_path: Path) -> None:
