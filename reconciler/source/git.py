@@ -401,6 +401,11 @@ class GitSource:
                 _run(
                     git,
                     [
+                        # Keep what arrives as one pack rather than a loose file per object: on a journaled disk
+                        # each new file costs ~1 ms here (10k VS, one-VS commit: fetch 29 → 24 ms, medians). git's
+                        # housekeeping (`tidy`) merges the packs once there are gc.autoPackLimit (50) of them.
+                        "-c",
+                        "fetch.unpackLimit=1",
                         "fetch",
                         "--quiet",
                         "--no-tags",
