@@ -28,6 +28,7 @@ from reconciler.heap import retire_from_collection
 from reconciler.pipeline import Build, build
 from reconciler.pipeline_cache import BuildCache
 from reconciler.source import GitSource
+from reconciler.state import StateStore
 from reconciler.translate.snapshot import PUSH_ORDER, ROUTE, Snapshot
 from reconciler.validation.preflight import Preflight, PreflightOptions
 from reconciler.validation.secrets import SecretScanner
@@ -149,14 +150,20 @@ def one_change(repo: SyntheticRepo, applied: Build, workdir: Path, repeats: int)
     preflight = Preflight(PreflightOptions(live=True))  # as the daemon runs it (daemon config preflight.live)
     preflight.check(applied)  # the daemon preflighted the applied revision already: those verdicts are cached
     pipeline = _DaemonPath(source, preflight)
-    pipeline.step(applied)  # the daemon's caches, scanner and source hold the applied revision's work
+    applied, _ = pipeline.step(applied)  # the daemon's caches, scanner and source hold the applied revision's work
+    store = StateStore(workdir / "state")
+    _store_rollouts(store, None, applied, "applied")  # the daemon stored the applied revision when it rolled out
     edits: dict[str, list[float]] = {k: [] for k in CHANGE_STAGES}
+    stored: dict[str, list[float]] = {"begin_rollout": [], "finish_rollout": []}
     rds_floor, vhost_floor, pushed = [], [], []
     for attempt in range(repeats):
         repo, changed = change_destination(repo, single_gateway_vs(repo, attempt).index)
         write_tree(remote.work, {changed.path: repo.files()[changed.path]})
         remote.commit_and_push(f"move {changed.name}'s probe route")
+        before = applied
         applied, bodies = pipeline.step(applied, edits)
+        for key, seconds in zip(stored, _store_rollouts(store, before, applied, f"edit-{attempt}"), strict=True):
+            stored[key].append(seconds)
         pushed.append(sum(map(len, bodies)))
         t_rds, _ = timed(_rds_floor, repo, changed)
         t_vhost, _ = timed(_vhost_floor, repo, changed)
@@ -176,11 +183,14 @@ def one_change(repo: SyntheticRepo, applied: Build, workdir: Path, repeats: int)
     lags = loop_lag_during(partial(build, cache=pipeline.cache), repo.files())
     preflight.close()
     source.close()
+    store.close()
     totals = _totals(edits)
     return {
         "virtual_services": len(repo.virtual_services),
         "new_sha_to_bytes_s": summary(totals),
+        "fetched_to_bytes_s": summary([total - fetch for total, fetch in zip(totals, edits["fetch"], strict=True)]),
         "stages_s": {k: summary(v) for k, v in edits.items()},
+        "state_store_s": {k: summary(v) for k, v in stored.items()},
         "response_bytes": max(pushed),
         "floor_rds_s": summary(rds_floor),
         "floor_vhost_s": summary(vhost_floor),
@@ -226,6 +236,21 @@ class _DaemonPath:
             for key, value in zip(CHANGE_STAGES, (t_fetch, t_read, t_build, t_gate, t_bytes), strict=True):
                 stages[key].append(value)
         return result, bodies
+
+
+def _store_rollouts(store: StateStore, before: Build | None, after: Build, revision: str) -> tuple[float, float]:
+    """Seconds the daemon's state store spends on a revision, over the fleets whose snapshot changed: storing
+    each snapshot before its push (`begin_rollout`), then recording the success, which prunes (`finish_rollout`)."""
+    begin = finish = 0.0
+    for fleet, snapshot in after.snapshots.items():
+        old = before.snapshots.get(fleet) if before is not None else None
+        if old is not None and old.version == snapshot.version:
+            continue
+        seconds, _ = timed(store.begin_rollout, fleet, revision, snapshot, "Rollout", time.time())
+        begin += seconds
+        seconds, _ = timed(store.finish_rollout, fleet, revision, "Rollout", "Succeeded", "", time.time(), {})
+        finish += seconds
+    return begin, finish
 
 
 def _totals(stages: dict[str, list[float]]) -> list[float]:

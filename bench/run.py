@@ -160,6 +160,15 @@ def table(results: dict[str, Any], goals: list[dict[str, Any]]) -> str:
                 f"| {_s(row['new_sha_to_bytes_s']['median'])} | {_s(row['floor_rds_s']['median'])} RDS, "
                 f"{_s(row['floor_vhost_s']['median'])} vhost | {row['ratio_over_rds_floor']:,.0f}x RDS |"
             )
+            lines.append(
+                f"| one-VS change: fetched commit → bytes (without git's fetch) | N={row['virtual_services']:,} "
+                f"| {_s(row['fetched_to_bytes_s']['median'])} | | |"
+            )
+            lines.append(
+                f"| one-VS change: state store, snapshot before the push | N={row['virtual_services']:,} "
+                f"| {_s(row['state_store_s']['begin_rollout']['median'])} "
+                f"| {_s(row['state_store_s']['finish_rollout']['median'])} to finish (prune) | |"
+            )
             for kind in ("add", "remove"):
                 timing = row[f"{kind}_virtual_service"]["new_sha_to_bytes_s"]
                 lines.append(
