@@ -11,6 +11,7 @@ from envoy.config.listener.v3 import listener_pb2
 
 from reconciler.state import StateError, StateStore
 from reconciler.translate.snapshot import Snapshot
+from tests.unit.old_state_schemas import SCHEMA_0
 
 ONE = Snapshot.build([cluster_pb2.Cluster(name="c1"), listener_pb2.Listener(name="l")])
 TWO = Snapshot.build([cluster_pb2.Cluster(name="c2"), listener_pb2.Listener(name="l")])
@@ -72,31 +73,9 @@ def test_snapshots_nothing_needs_are_pruned_and_a_pruned_resource_is_stored_agai
 
 
 # The schema before PRAGMA user_version 1 (a row per snapshot member), as earlier versions wrote it.
-_SCHEMA_0 = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE resources (digest TEXT PRIMARY KEY, type_url TEXT NOT NULL, name TEXT NOT NULL, body BLOB NOT NULL);
-CREATE TABLE snapshots (version TEXT PRIMARY KEY, created_at REAL NOT NULL);
-CREATE TABLE snapshot_resources (
-    version TEXT NOT NULL REFERENCES snapshots(version), digest TEXT NOT NULL REFERENCES resources(digest),
-    PRIMARY KEY (version, digest));
-CREATE TABLE fleets (
-    name TEXT PRIMARY KEY,
-    applied_revision TEXT NOT NULL DEFAULT '', applied_version TEXT NOT NULL DEFAULT '',
-    last_good_revision TEXT NOT NULL DEFAULT '', last_good_version TEXT NOT NULL DEFAULT '',
-    quarantined_revision TEXT NOT NULL DEFAULT '', updated_at REAL NOT NULL);
-CREATE TABLE rollouts (
-    fleet TEXT PRIMARY KEY, revision TEXT NOT NULL, version TEXT NOT NULL REFERENCES snapshots(version),
-    kind TEXT NOT NULL, started_at REAL NOT NULL);
-CREATE TABLE history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, fleet TEXT NOT NULL, revision TEXT NOT NULL, kind TEXT NOT NULL,
-    result TEXT NOT NULL, reason TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL NOT NULL,
-    details TEXT NOT NULL DEFAULT '{}');
-"""
-
-
 def test_a_store_written_by_an_earlier_version_is_migrated_and_keeps_serving(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / StateStore.FILENAME) as db:
-        db.executescript(_SCHEMA_0)
+        db.executescript(SCHEMA_0)
         db.executemany(
             "INSERT INTO resources VALUES (?, ?, ?, ?)",
             [(r.digest, r.type_url, r.name, r.body) for r in ONE.all_resources()],

@@ -14,6 +14,7 @@ from reconciler.pipeline import build
 from reconciler.pipeline_cache import BuildCache
 from reconciler.state import StateStore
 from reconciler.translate.snapshot import ROUTE, Snapshot, content_digest
+from tests.unit.old_state_schemas import SCHEMA_1
 
 FLEET = "edge-0"
 
@@ -130,34 +131,12 @@ def test_a_failed_transaction_leaves_no_piece_and_the_retry_stores_them(
     _assert_same_resources(store.load_snapshot(revisions[0][FLEET].version), revisions[0][FLEET])
 
 
-# Schema 1 (PRAGMA user_version 1) as that version wrote it: every resource a whole body, no pieces.
-_SCHEMA_1 = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE resources (digest TEXT PRIMARY KEY, type_url TEXT NOT NULL, name TEXT NOT NULL, body BLOB NOT NULL);
-CREATE TABLE snapshots (version TEXT PRIMARY KEY, created_at REAL NOT NULL, members TEXT NOT NULL DEFAULT '');
-CREATE TABLE fleets (
-    name TEXT PRIMARY KEY,
-    applied_revision TEXT NOT NULL DEFAULT '', applied_version TEXT NOT NULL DEFAULT '',
-    last_good_revision TEXT NOT NULL DEFAULT '', last_good_version TEXT NOT NULL DEFAULT '',
-    quarantined_revision TEXT NOT NULL DEFAULT '', updated_at REAL NOT NULL);
-CREATE TABLE rollouts (
-    fleet TEXT PRIMARY KEY, revision TEXT NOT NULL, version TEXT NOT NULL REFERENCES snapshots(version),
-    kind TEXT NOT NULL, started_at REAL NOT NULL);
-CREATE TABLE history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, fleet TEXT NOT NULL, revision TEXT NOT NULL, kind TEXT NOT NULL,
-    result TEXT NOT NULL, reason TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL NOT NULL,
-    details TEXT NOT NULL DEFAULT '{}');
-CREATE INDEX history_by_fleet ON history (fleet, id);
-PRAGMA user_version = 1;
-"""
-
-
 def test_a_schema_1_store_is_migrated_and_its_whole_bodies_still_load(
     tmp_path: Path, revisions: list[dict[str, Snapshot]]
 ) -> None:
     old, new = revisions[0][FLEET], revisions[1][FLEET]
     with sqlite3.connect(tmp_path / StateStore.FILENAME) as db:
-        db.executescript(_SCHEMA_1)
+        db.executescript(SCHEMA_1)
         db.executemany(
             "INSERT INTO resources VALUES (?, ?, ?, ?)",
             [(r.digest, r.type_url, r.name, r.body) for r in old.all_resources()],
