@@ -159,7 +159,7 @@ def _one_commit(remote: GitRemote, daemon: DaemonProcess, nodes: Sequence[Node],
     requests.post(f"{daemon.api}/api/v1/reconcile", timeout=5).raise_for_status()
     wait_for(lambda: _logged(daemon, log_from, "rollout.started", sha), timeout=600, interval=0.02, what="the rollout")
     serving = until_all_serve(nodes, changed, upstreams.name_of(repo, changed), pushed_at, 120)
-    fleet = wait_for(lambda: _settled(daemon, sha), timeout=120, interval=0.05, what=f"rollout of {sha[:12]}")
+    fleet = wait_for(lambda: settled(daemon, sha), timeout=120, interval=0.05, what=f"rollout of {sha[:12]}")
     wave = fleet["rollout"]["waves"][0]
     rollout = fleet["rollout"]
     return {
@@ -183,8 +183,9 @@ def _logged(daemon: DaemonProcess, offset: int, event: str, sha: str) -> bool:
         return any(f'"{event}"'.encode() in line and sha[:12].encode() in line for line in log)
 
 
-def _settled(daemon: DaemonProcess, sha: str) -> dict[str, Any] | None:
-    fleet = daemon.fleet(FLEET)
+def settled(daemon: DaemonProcess, sha: str, fleet_name: str = FLEET) -> dict[str, Any] | None:
+    """The fleet's status once the rollout of `sha` has ended (None before); an error if it did not succeed."""
+    fleet = daemon.fleet(fleet_name)
     rollout = fleet.get("rollout") or {}
     if rollout.get("revision") == sha and rollout.get("result"):
         if rollout["result"] != "Succeeded":

@@ -198,6 +198,10 @@ def table(results: dict[str, Any], goals: list[dict[str, Any]]) -> str:
                 f"| daemon RSS after applying the repo | N={row['virtual_services']:,} "
                 f"| {row['rss_mib']:.0f} MiB | peak {row['peak_rss_mib']:.0f} MiB | |"
             )
+            lines.append(
+                f"| daemon: one-VS commit pushed → rollout started (API trigger) | N={row['virtual_services']:,} "
+                f"| {_s(row['push_to_rollout_started_s']['median'])} | | |"
+            )
     lines += ["", "| target | measured | met |", "|---|---:|---|"]
     for goal in goals:
         shown = "not run" if goal["measured"] is None else f"{goal['measured']} {goal['unit']}"

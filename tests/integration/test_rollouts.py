@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -271,16 +272,20 @@ def reconciler_cli(*args: str) -> str:
 
 
 def watch_status(api: str, seconds: float) -> str:
-    """`reconciler status --watch` for a while, then Ctrl-C; what it drew."""
-    watcher = subprocess.Popen(
-        [sys.executable, "-m", "reconciler.cli.main", "status", "--watch", "--interval", "0.2", "--api", api],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    time.sleep(seconds)
-    watcher.send_signal(signal.SIGINT)
-    output, _ = watcher.communicate(timeout=10)
-    assert watcher.returncode in (0, 130)
-    return output
+    """`reconciler status --watch` for a while, then Ctrl-C; what it drew.
+
+    Into a file, not a pipe: reading a pipe to its end also waits for any other process that inherited its
+    write end, and this test starts Envoys meanwhile; the watcher's own exit is what is checked."""
+    with tempfile.TemporaryFile("w+") as drawn:
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "reconciler.cli.main", "status", "--watch", "--interval", "0.2", "--api", api],
+            stdout=drawn, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        time.sleep(seconds)
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(timeout=10) in (0, 130)
+        drawn.seek(0)
+        return drawn.read()
 
 
 def rollout_state(daemon: Daemon) -> tuple[str, str, int]:
