@@ -274,13 +274,18 @@ def reconciler_cli(*args: str) -> str:
 def watch_status(api: str, seconds: float) -> str:
     """`reconciler status --watch` for a while, then Ctrl-C; what it drew.
 
-    Into a file, not a pipe: reading a pipe to its end also waits for any other process that inherited its
-    write end, and this test starts Envoys meanwhile; the watcher's own exit is what is checked."""
+    Started as from a terminal, where Ctrl-C is not ignored: a test run started in the background (a CI job, a
+    `cmd &`) ignores SIGINT, and the watcher would inherit that and never stop (seen in CI runs: a 10 s timeout).
+    Drawn into a file, so that only the watcher's own exit is waited for."""
     with tempfile.TemporaryFile("w+") as drawn:
-        watcher = subprocess.Popen(
-            [sys.executable, "-m", "reconciler.cli.main", "status", "--watch", "--interval", "0.2", "--api", api],
-            stdout=drawn, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a handler is not inherited; SIG_IGN is
+        try:
+            watcher = subprocess.Popen(
+                [sys.executable, "-m", "reconciler.cli.main", "status", "--watch", "--interval", "0.2", "--api", api],
+                stdout=drawn, stderr=subprocess.STDOUT, text=True,
+            )  # fmt: skip
+        finally:
+            signal.signal(signal.SIGINT, previous)
         time.sleep(seconds)
         watcher.send_signal(signal.SIGINT)
         assert watcher.wait(timeout=10) in (0, 130)
