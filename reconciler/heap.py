@@ -70,7 +70,7 @@ class HeapTrimmer:
     A build peaks at about twice what it keeps, and freed pages inside the heap otherwise stay resident (10k VS
     after applying: 984 → 882 MiB): after a cold build the trim is worth it. After a small revision it is not:
     the next revision's response bodies (a 12.5 MB route configuration at 10k VirtualServices) would be written
-    into fresh pages, a fault each — that copy measured 8.4 ms on fresh pages and 1.7 ms on kept ones, and the
+    into fresh pages, a fault each — that copy measured 8.4 ms on fresh pages and ~2 ms on kept ones, and the
     trim itself ~4 ms. So the heap keeps up to `slack` of free pages for reuse.
     """
 

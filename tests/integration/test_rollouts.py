@@ -286,9 +286,14 @@ def watch_status(api: str, seconds: float) -> str:
             )  # fmt: skip
         finally:
             signal.signal(signal.SIGINT, previous)
-        time.sleep(seconds)
-        watcher.send_signal(signal.SIGINT)
-        assert watcher.wait(timeout=10) in (0, 130)
+        try:
+            time.sleep(seconds)
+            watcher.send_signal(signal.SIGINT)
+            assert watcher.wait(timeout=10) in (0, 130)
+        finally:
+            if watcher.poll() is None:  # one that did not stop must not outlive the test
+                watcher.kill()
+                watcher.wait()
         drawn.seek(0)
         return drawn.read()
 
